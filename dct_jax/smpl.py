@@ -1,0 +1,351 @@
+"""A pure-JAX, differentiable SMPL body model.
+
+Usage::
+
+    from dct_jax import smpl
+    model = smpl.load("basicModel_neutral_lbs_10_207_0_v1.0.0.pkl")  # or smpl.load()
+    out = smpl.forward(model, pose, betas)   # pose (..., 72), betas (..., 10)
+    out.vertices  # (..., 6890, 3)
+    out.joints    # (..., 24, 3)
+
+The model is an immutable pytree of arrays (:class:`SMPLModel`) made once by
+:func:`load`; :func:`forward` is a pure function of it, jit-, grad- and
+vmap-safe, with any number of leading batch dimensions. Semantics follow the
+public SMPL definition as implemented by smplx's ``lbs``, step by step:
+
+1. shape blend shapes: ``v_shaped = v_template + shapedirs . betas``
+2. joints regressed from the shaped template: ``J = J_regressor @ v_shaped``
+   (precomputed: ``joint_template + joint_shapedirs . betas``, the same linear map)
+3. pose blend shapes from ``(R[1:] - I)`` flattened joint-major
+4. the 4x4 kinematic chain over the static ``parents``
+5. linear blend skinning with ``lbs_weights``.
+
+Units: metres; SMPL's frame (y up, the body faces +z).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from importlib import resources
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from dct_jax import geometry
+from dct_jax.smpl_io import ModelFileError, read_model_file
+
+DEFAULT_MODEL_FILE = "default_body.npz"
+
+SMPL_JOINT_NAMES = (
+    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee",
+    "spine2", "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot",
+    "neck", "left_collar", "right_collar", "head", "left_shoulder",
+    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "left_hand", "right_hand",
+)
+
+# Skinning materializes a (V, N, 3, 4) transform per vertex and example; past
+# this many examples that array leaves the CPU caches, so larger batches are
+# processed in chunks of this size (measured in benchmarks/smpl_speed.py).
+_BATCH_CHUNK = 64
+
+
+@struct.dataclass
+class SMPLModel:
+    """SMPL-format body model arrays (smplx's names and layouts).
+
+    Attributes:
+      v_template: ``(V, 3)`` rest-pose mean-shape vertices.
+      shapedirs: ``(V, 3, NB)`` shape blend shapes.
+      posedirs: ``(P, V * 3)`` pose blend shapes, ``P = 9 * (J - 1)``, rows
+        joint-major over ``(R[1:] - I)`` as smplx stores them.
+      J_regressor: ``(J, V)`` joint regressor (dense).
+      lbs_weights: ``(V, J)`` skinning weights.
+      faces: ``(F, 3)`` int32 triangle vertex ids.
+      joint_template: ``(J, 3)`` ``J_regressor @ v_template``.
+      joint_shapedirs: ``(J, 3, NB)`` ``J_regressor`` applied to ``shapedirs``.
+      parents: static tuple of ``J`` parent ids, ``parents[0] = -1``.
+    """
+
+    v_template: jnp.ndarray
+    shapedirs: jnp.ndarray
+    posedirs: jnp.ndarray
+    J_regressor: jnp.ndarray
+    lbs_weights: jnp.ndarray
+    faces: jnp.ndarray
+    joint_template: jnp.ndarray
+    joint_shapedirs: jnp.ndarray
+    parents: tuple[int, ...] = struct.field(pytree_node=False)
+
+    @property
+    def num_vertices(self) -> int:
+        return self.v_template.shape[0]
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.parents)
+
+    @property
+    def num_betas(self) -> int:
+        return self.shapedirs.shape[-1]
+
+
+@struct.dataclass
+class SMPLOutput:
+    """Result of :func:`forward`.
+
+    Attributes:
+      vertices: ``(..., V, 3)`` posed mesh vertices.
+      joints: ``(..., J, 3)`` posed joints (J = 24 for SMPL).
+      rotmats: ``(..., J, 3, 3)`` local joint rotations used.
+    """
+
+    vertices: jnp.ndarray
+    joints: jnp.ndarray
+    rotmats: jnp.ndarray
+
+
+def build_model(
+    *,
+    v_template: Any,
+    shapedirs: Any,
+    posedirs: Any,
+    J_regressor: Any,
+    lbs_weights: Any,
+    faces: Any,
+    parents: Sequence[int],
+    num_betas: int | None = None,
+    dtype: Any = jnp.float32,
+    source: str = "arrays",
+) -> SMPLModel:
+    """Validates SMPL arrays and makes an :class:`SMPLModel`.
+
+    ``posedirs`` may be ``(V, 3, P)`` (the layout of SMPL's files) or
+    ``(P, V * 3)`` (smplx's buffer). ``source`` names the origin in errors.
+    """
+    v_template = _as_array(v_template, "v_template", source)
+    num_vertices = v_template.shape[0] if v_template.ndim == 2 else -1
+    _expect(v_template.ndim == 2 and v_template.shape[1] == 3, source, "v_template", "(V, 3)", v_template)
+    parents = tuple(int(p) for p in parents)
+    num_joints = len(parents)
+    try:
+        geometry._check_parents(parents, num_joints)
+    except ValueError as err:
+        raise ModelFileError(f"{source}: field 'kintree_table' (parents): {err}") from None
+
+    shapedirs = _as_array(shapedirs, "shapedirs", source)
+    _expect(shapedirs.ndim == 3 and shapedirs.shape[:2] == (num_vertices, 3), source,
+            "shapedirs", f"({num_vertices}, 3, NB)", shapedirs)
+    if num_betas is not None:
+        if num_betas > shapedirs.shape[2]:
+            logging.info("%s has %d shape components; using those instead of %d",
+                         source, shapedirs.shape[2], num_betas)
+        shapedirs = shapedirs[:, :, :num_betas]
+
+    posedirs = _as_array(posedirs, "posedirs", source)
+    num_pose = 9 * (num_joints - 1)
+    if posedirs.ndim == 3:
+        _expect(posedirs.shape == (num_vertices, 3, num_pose), source, "posedirs",
+                f"({num_vertices}, 3, {num_pose})", posedirs)
+        posedirs = posedirs.reshape(-1, num_pose).T
+    _expect(posedirs.shape == (num_pose, num_vertices * 3), source, "posedirs",
+            f"({num_vertices}, 3, {num_pose}) or ({num_pose}, {num_vertices * 3})", posedirs)
+
+    J_regressor = _as_array(J_regressor, "J_regressor", source)
+    _expect(J_regressor.shape == (num_joints, num_vertices), source, "J_regressor",
+            f"({num_joints}, {num_vertices})", J_regressor)
+    lbs_weights = _as_array(lbs_weights, "weights", source)
+    _expect(lbs_weights.shape == (num_vertices, num_joints), source, "weights",
+            f"({num_vertices}, {num_joints})", lbs_weights)
+    faces = _as_array(faces, "f", source, dtype=np.int64)
+    _expect(faces.ndim == 2 and faces.shape[1] == 3, source, "f", "(F, 3)", faces)
+    if faces.size and (faces.min() < 0 or faces.max() >= num_vertices):
+        raise ModelFileError(f"{source}: field 'f' has vertex ids outside [0, {num_vertices})")
+    for name, array in (("v_template", v_template), ("shapedirs", shapedirs),
+                        ("posedirs", posedirs), ("J_regressor", J_regressor),
+                        ("weights", lbs_weights)):
+        if not np.all(np.isfinite(array)):
+            raise ModelFileError(f"{source}: field {name!r} contains NaN or inf")
+
+    # Joint regression is linear, so it is applied to the template and the
+    # shape directions once here (float64) instead of to every posed body.
+    joint_template = J_regressor.astype(np.float64) @ v_template.astype(np.float64)
+    joint_shapedirs = np.einsum("jv,vkb->jkb", J_regressor.astype(np.float64),
+                                shapedirs.astype(np.float64))
+    cast = lambda a: jnp.asarray(a, dtype=dtype)  # noqa: E731
+    return SMPLModel(
+        v_template=cast(v_template),
+        shapedirs=cast(shapedirs),
+        posedirs=cast(posedirs),
+        J_regressor=cast(J_regressor),
+        lbs_weights=cast(lbs_weights),
+        faces=jnp.asarray(faces, dtype=jnp.int32),
+        joint_template=cast(joint_template),
+        joint_shapedirs=cast(joint_shapedirs),
+        parents=parents,
+    )
+
+
+def load(path: str | os.PathLike | None = None, *, num_betas: int = 10,
+         dtype: Any = jnp.float32) -> SMPLModel:
+    """Loads an SMPL-format model.
+
+    Args:
+      path: an original SMPL ``.pkl`` (chumpy inside is fine: chumpy is not
+        needed), a chumpy-free ``.pkl`` or a smplx-style ``.npz``. ``None``
+        loads dct_jax's embedded free default body.
+      num_betas: shape components to keep (at most what the file has).
+      dtype: float dtype of the arrays (``jnp.float64`` needs ``jax_enable_x64``).
+
+    Raises:
+      FileNotFoundError: no file at ``path`` (or no embedded default body).
+      ModelFileError: a field is missing or ill-shaped, or the pickle holds
+        anything but model arrays (it is then not unpickled further).
+    """
+    if path is None:
+        path = resources.files("dct_jax") / "assets" / DEFAULT_MODEL_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"the embedded default body {path} is missing from this installation. "
+                "Pass the path of an SMPL model instead: register at "
+                "https://smpl.is.tue.mpg.de, download 'SMPL for Python' and use e.g. "
+                "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl (or SMPL_NEUTRAL.pkl from smplx)."
+            )
+    source = os.fspath(path)
+    data = read_model_file(source)
+    missing = [k for k in ("v_template", "shapedirs", "posedirs", "J_regressor",
+                           "weights", "kintree_table", "f") if k not in data]
+    if missing:
+        raise ModelFileError(f"{source}: missing field(s) {missing}; found {sorted(data)}")
+    kintree = _as_array(data["kintree_table"], "kintree_table", source, dtype=np.int64)
+    _expect(kintree.ndim == 2 and kintree.shape[0] == 2, source, "kintree_table", "(2, J)", kintree)
+    parents = [-1] + [int(p) for p in kintree[0, 1:]]
+    return build_model(
+        v_template=data["v_template"], shapedirs=data["shapedirs"],
+        posedirs=data["posedirs"], J_regressor=data["J_regressor"],
+        lbs_weights=data["weights"], faces=data["f"], parents=parents,
+        num_betas=num_betas, dtype=dtype, source=source,
+    )
+
+
+def forward(model: SMPLModel, pose: jnp.ndarray, betas: jnp.ndarray, *,
+            transl: jnp.ndarray | None = None) -> SMPLOutput:
+    """Poses and shapes the body.
+
+    Args:
+      model: from :func:`load` / :func:`build_model`.
+      pose: axis-angle ``(..., J * 3)`` or ``(..., J, 3)``, or rotation
+        matrices ``(..., J, 3, 3)``; joint 0 is the global rotation.
+      betas: ``(..., K)`` shape coefficients, ``K <= model.num_betas``
+        (missing ones are zero). Leading dims broadcast with pose's.
+      transl: optional ``(..., 3)`` translation added to vertices and joints.
+
+    Returns:
+      :class:`SMPLOutput` with ``vertices (..., V, 3)``, ``joints (..., J, 3)``
+      and ``rotmats (..., J, 3, 3)``, in the model's dtype.
+    """
+    num_joints = model.num_joints
+    dtype = model.v_template.dtype
+    pose = jnp.asarray(pose, dtype)
+    betas = jnp.asarray(betas, dtype)
+    if pose.shape[-3:] == (num_joints, 3, 3):
+        rotmats = pose
+    elif pose.shape[-2:] == (num_joints, 3):
+        rotmats = geometry.rodrigues(pose)
+    elif pose.ndim >= 1 and pose.shape[-1] == num_joints * 3:
+        rotmats = geometry.rodrigues(pose.reshape(*pose.shape[:-1], num_joints, 3))
+    else:
+        raise ValueError(
+            f"pose has shape {pose.shape}; expected (..., {num_joints * 3}) or "
+            f"(..., {num_joints}, 3) axis-angle, or (..., {num_joints}, 3, 3) rotation matrices"
+        )
+    if betas.ndim == 0 or betas.shape[-1] > model.num_betas:
+        raise ValueError(f"betas has shape {betas.shape}; expected (..., K) with K <= "
+                         f"{model.num_betas} (the model's shape components)")
+    if betas.shape[-1] < model.num_betas:
+        pad = [(0, 0)] * (betas.ndim - 1) + [(0, model.num_betas - betas.shape[-1])]
+        betas = jnp.pad(betas, pad)
+    batch_shape = jnp.broadcast_shapes(rotmats.shape[:-3], betas.shape[:-1])
+    rotmats = jnp.broadcast_to(rotmats, (*batch_shape, num_joints, 3, 3))
+    betas = jnp.broadcast_to(betas, (*batch_shape, model.num_betas))
+
+    flat_rot = rotmats.reshape(-1, num_joints, 3, 3)
+    flat_betas = betas.reshape(-1, model.num_betas)
+    vertices, joints = _chunked_lbs(model, flat_rot, flat_betas)
+    vertices = vertices.reshape(*batch_shape, model.num_vertices, 3)
+    joints = joints.reshape(*batch_shape, num_joints, 3)
+    if transl is not None:
+        transl = jnp.asarray(transl, dtype)[..., None, :]
+        vertices = vertices + transl
+        joints = joints + transl
+    return SMPLOutput(vertices=vertices, joints=joints, rotmats=rotmats)
+
+
+def _chunked_lbs(model: SMPLModel, rotmats: jnp.ndarray, betas: jnp.ndarray
+                 ) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """:func:`lbs` over ``(N, ...)`` inputs, in chunks of ``_BATCH_CHUNK`` when large."""
+    n = rotmats.shape[0]
+    if n <= _BATCH_CHUNK:
+        return lbs(model, rotmats, betas)
+    num_chunks = -(-n // _BATCH_CHUNK)
+    pad = num_chunks * _BATCH_CHUNK - n
+    rotmats = jnp.concatenate([rotmats, jnp.broadcast_to(jnp.eye(3, dtype=rotmats.dtype),
+                                                         (pad, *rotmats.shape[1:]))])
+    betas = jnp.pad(betas, ((0, pad), (0, 0)))
+    chunks = (rotmats.reshape(num_chunks, _BATCH_CHUNK, *rotmats.shape[1:]),
+              betas.reshape(num_chunks, _BATCH_CHUNK, betas.shape[-1]))
+    vertices, joints = jax.lax.map(lambda c: lbs(model, *c), chunks)
+    return (vertices.reshape(-1, *vertices.shape[2:])[:n],
+            joints.reshape(-1, *joints.shape[2:])[:n])
+
+
+def lbs(model: SMPLModel, rotmats: jnp.ndarray, betas: jnp.ndarray
+        ) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Linear blend skinning for a flat batch.
+
+    Args:
+      model: the body model.
+      rotmats: ``(N, J, 3, 3)`` local joint rotations.
+      betas: ``(N, NB)`` shape coefficients.
+
+    Returns:
+      ``vertices (N, V, 3)`` and ``joints (N, J, 3)``.
+    """
+    n, num_joints = rotmats.shape[:2]
+    num_vertices = model.num_vertices
+    # 1-3. Shape and pose blend shapes. einsum "nb,vkb->nvk" is one matmul over
+    # the flattened (V * 3) axis; the pose feature is (R[1:] - I) joint-major.
+    eye = jnp.eye(3, dtype=rotmats.dtype)
+    pose_feature = (rotmats[:, 1:] - eye).reshape(n, -1)
+    v_posed = (model.v_template
+               + jnp.einsum("nb,vkb->nvk", betas, model.shapedirs)
+               + (pose_feature @ model.posedirs).reshape(n, num_vertices, 3))
+    rest_joints = model.joint_template + jnp.einsum("nb,jkb->njk", betas, model.joint_shapedirs)
+    # 4. Kinematic chain: per joint a (3, 4) transform from rest to posed space.
+    joints, transforms = geometry.rigid_transform_chain(rotmats, rest_joints, model.parents)
+    # 5. Skinning. W (V, J) @ A (J, N * 12) as one 2D matmul gives each vertex's
+    # blended (3, 4) transform, laid out (V, N, 3, 4); applying it is written as
+    # four broadcast multiply-adds (XLA fuses them into one pass; a batched
+    # einsum over 3x3 blocks is several times slower on CPU).
+    per_joint = transforms.reshape(n, num_joints, 12).transpose(1, 0, 2).reshape(num_joints, n * 12)
+    blended = (model.lbs_weights @ per_joint).reshape(num_vertices, n, 3, 4)
+    points = v_posed.transpose(1, 0, 2)[:, :, None, :]  # (V, N, 1, 3)
+    vertices = (blended[..., 0] * points[..., 0] + blended[..., 1] * points[..., 1]
+                + blended[..., 2] * points[..., 2] + blended[..., 3])
+    return vertices.transpose(1, 0, 2), joints
+
+
+def _as_array(value: Any, field: str, source: str, dtype: Any = np.float64) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(f"{source}: field {field!r} is not a numeric array ({err})") from None
+
+
+def _expect(ok: bool, source: str, field: str, expected: str, array: np.ndarray) -> None:
+    if not ok:
+        raise ModelFileError(f"{source}: field {field!r} has shape {array.shape}, expected {expected}")
