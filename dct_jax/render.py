@@ -47,6 +47,7 @@ _OWNER = -np.nextafter(0.0, 1.0)  # `w > _OWNER` is `w >= 0` (edge owns its pixe
 
 _MAT_KEYS = ("All_FaceIndices", "All_Faces", "All_U_norm", "All_V_norm", "All_vertices")
 _CHART_KEYS = ("faces", "uv", "vertex_ids", "parts")
+_FACE_CHART_KEYS = ("face_part", "face_uv", "face_vertices")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +89,9 @@ class RenderChart:
     def from_any(cls, chart: Any) -> "RenderChart":
         """Builds a ``RenderChart`` from a chart in one of the accepted forms.
 
-        Accepted: a ``RenderChart``; a mapping or object with the keys or
+        Accepted: a ``RenderChart``; a ``densepose.Chart`` (or anything with
+        ``face_part (F,)``, ``face_uv (F, 3, 2)`` and 0-based ``face_vertices
+        (F, 3)``); a mapping or object with the keys or
         attributes ``faces, uv, vertex_ids, parts`` (0-based, as above); or one
         with the ``UV_Processed.mat`` names ``All_FaceIndices, All_Faces,
         All_U_norm, All_V_norm, All_vertices`` (1-based, as in the .mat file,
@@ -99,6 +102,14 @@ class RenderChart:
         if isinstance(chart, cls):
             return chart
         get = _getter(chart)
+        if all(get(k) is not None for k in _FACE_CHART_KEYS):
+            # A per-face chart (``densepose.Chart``): one UV vertex per face corner.
+            face_uv = np.asarray(get("face_uv"), dtype=np.float32)
+            num_faces = face_uv.shape[0]
+            return cls(faces=np.arange(3 * num_faces).reshape(num_faces, 3),
+                       uv=face_uv.reshape(-1, 2),
+                       vertex_ids=np.asarray(get("face_vertices")).reshape(-1),
+                       parts=np.asarray(get("face_part")).reshape(-1))
         if all(get(k) is not None for k in _CHART_KEYS):
             return cls(**{k: get(k) for k in _CHART_KEYS})
         if all(get(k) is not None for k in _MAT_KEYS):
