@@ -15,7 +15,7 @@ public SMPL definition as implemented by smplx's ``lbs``, step by step:
 
 1. shape blend shapes: ``v_shaped = v_template + shapedirs . betas``
 2. joints regressed from the shaped template: ``J = J_regressor @ v_shaped``
-   (precomputed: ``joint_template + joint_shapedirs . betas``, the same linear map)
+   (as ``J_regressor @ v_template + (J_regressor @ shapedirs) . betas``)
 3. pose blend shapes from ``(R[1:] - I)`` flattened joint-major
 4. the 4x4 kinematic chain over the static ``parents``
 5. linear blend skinning with ``lbs_weights``.
@@ -48,10 +48,6 @@ SMPL_JOINT_NAMES = (
     "left_hand", "right_hand",
 )
 
-# Skinning materializes a (V, N, 3, 4) transform per vertex and example; past
-# this many examples that array leaves the CPU caches, so larger batches are
-# processed in chunks of this size (measured in benchmarks/smpl_speed.py).
-_BATCH_CHUNK = 64
 
 
 @struct.dataclass
@@ -61,14 +57,17 @@ class SMPLModel:
     Attributes:
       v_template: ``(V, 3)`` rest-pose mean-shape vertices.
       shapedirs: ``(V, 3, NB)`` shape blend shapes.
-      posedirs: ``(P, V * 3)`` pose blend shapes, ``P = 9 * (J - 1)``, rows
-        joint-major over ``(R[1:] - I)`` as smplx stores them.
+      posedirs: ``(V, 3, P)`` pose blend shapes, ``P = 9 * (J - 1)`` over the
+        pose feature ``(R[1:] - I)`` flattened joint-major (the layout of SMPL's
+        files; smplx keeps the transpose ``(P, V * 3)``).
       J_regressor: ``(J, V)`` joint regressor (dense).
       lbs_weights: ``(V, J)`` skinning weights.
       faces: ``(F, 3)`` int32 triangle vertex ids.
-      joint_template: ``(J, 3)`` ``J_regressor @ v_template``.
-      joint_shapedirs: ``(J, 3, NB)`` ``J_regressor`` applied to ``shapedirs``.
       parents: static tuple of ``J`` parent ids, ``parents[0] = -1``.
+
+    Gradients with respect to the model's arrays work too (e.g. to fit a
+    template); since ``faces`` is an integer leaf, differentiate a function of
+    the whole model with ``jax.grad(..., allow_int=True)``.
     """
 
     v_template: jnp.ndarray
@@ -77,8 +76,6 @@ class SMPLModel:
     J_regressor: jnp.ndarray
     lbs_weights: jnp.ndarray
     faces: jnp.ndarray
-    joint_template: jnp.ndarray
-    joint_shapedirs: jnp.ndarray
     parents: tuple[int, ...] = struct.field(pytree_node=False)
 
     @property
@@ -125,7 +122,8 @@ def build_model(
     """Validates SMPL arrays and makes an :class:`SMPLModel`.
 
     ``posedirs`` may be ``(V, 3, P)`` (the layout of SMPL's files) or
-    ``(P, V * 3)`` (smplx's buffer). ``source`` names the origin in errors.
+    ``(P, V * 3)`` (smplx's buffer); it is kept as ``(V, 3, P)``. ``source``
+    names the origin in errors.
     """
     v_template = _as_array(v_template, "v_template", source)
     num_vertices = v_template.shape[0] if v_template.ndim == 2 else -1
@@ -148,11 +146,9 @@ def build_model(
 
     posedirs = _as_array(posedirs, "posedirs", source)
     num_pose = 9 * (num_joints - 1)
-    if posedirs.ndim == 3:
-        _expect(posedirs.shape == (num_vertices, 3, num_pose), source, "posedirs",
-                f"({num_vertices}, 3, {num_pose})", posedirs)
-        posedirs = posedirs.reshape(-1, num_pose).T
-    _expect(posedirs.shape == (num_pose, num_vertices * 3), source, "posedirs",
+    if posedirs.shape == (num_pose, num_vertices * 3):
+        posedirs = posedirs.T.reshape(num_vertices, 3, num_pose)
+    _expect(posedirs.shape == (num_vertices, 3, num_pose), source, "posedirs",
             f"({num_vertices}, 3, {num_pose}) or ({num_pose}, {num_vertices * 3})", posedirs)
 
     J_regressor = _as_array(J_regressor, "J_regressor", source)
@@ -171,11 +167,6 @@ def build_model(
         if not np.all(np.isfinite(array)):
             raise ModelFileError(f"{source}: field {name!r} contains NaN or inf")
 
-    # Joint regression is linear, so it is applied to the template and the
-    # shape directions once here (float64) instead of to every posed body.
-    joint_template = J_regressor.astype(np.float64) @ v_template.astype(np.float64)
-    joint_shapedirs = np.einsum("jv,vkb->jkb", J_regressor.astype(np.float64),
-                                shapedirs.astype(np.float64))
     cast = lambda a: jnp.asarray(a, dtype=dtype)  # noqa: E731
     return SMPLModel(
         v_template=cast(v_template),
@@ -184,8 +175,6 @@ def build_model(
         J_regressor=cast(J_regressor),
         lbs_weights=cast(lbs_weights),
         faces=jnp.asarray(faces, dtype=jnp.int32),
-        joint_template=cast(joint_template),
-        joint_shapedirs=cast(joint_shapedirs),
         parents=parents,
     )
 
@@ -275,7 +264,7 @@ def forward(model: SMPLModel, pose: jnp.ndarray, betas: jnp.ndarray, *,
 
     flat_rot = rotmats.reshape(-1, num_joints, 3, 3)
     flat_betas = betas.reshape(-1, model.num_betas)
-    vertices, joints = _chunked_lbs(model, flat_rot, flat_betas)
+    vertices, joints = lbs(model, flat_rot, flat_betas)
     vertices = vertices.reshape(*batch_shape, model.num_vertices, 3)
     joints = joints.reshape(*batch_shape, num_joints, 3)
     if transl is not None:
@@ -283,24 +272,6 @@ def forward(model: SMPLModel, pose: jnp.ndarray, betas: jnp.ndarray, *,
         vertices = vertices + transl
         joints = joints + transl
     return SMPLOutput(vertices=vertices, joints=joints, rotmats=rotmats)
-
-
-def _chunked_lbs(model: SMPLModel, rotmats: jnp.ndarray, betas: jnp.ndarray
-                 ) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """:func:`lbs` over ``(N, ...)`` inputs, in chunks of ``_BATCH_CHUNK`` when large."""
-    n = rotmats.shape[0]
-    if n <= _BATCH_CHUNK:
-        return lbs(model, rotmats, betas)
-    num_chunks = -(-n // _BATCH_CHUNK)
-    pad = num_chunks * _BATCH_CHUNK - n
-    rotmats = jnp.concatenate([rotmats, jnp.broadcast_to(jnp.eye(3, dtype=rotmats.dtype),
-                                                         (pad, *rotmats.shape[1:]))])
-    betas = jnp.pad(betas, ((0, pad), (0, 0)))
-    chunks = (rotmats.reshape(num_chunks, _BATCH_CHUNK, *rotmats.shape[1:]),
-              betas.reshape(num_chunks, _BATCH_CHUNK, betas.shape[-1]))
-    vertices, joints = jax.lax.map(lambda c: lbs(model, *c), chunks)
-    return (vertices.reshape(-1, *vertices.shape[2:])[:n],
-            joints.reshape(-1, *joints.shape[2:])[:n])
 
 
 def lbs(model: SMPLModel, rotmats: jnp.ndarray, betas: jnp.ndarray
@@ -317,26 +288,117 @@ def lbs(model: SMPLModel, rotmats: jnp.ndarray, betas: jnp.ndarray
     """
     n, num_joints = rotmats.shape[:2]
     num_vertices = model.num_vertices
-    # 1-3. Shape and pose blend shapes. einsum "nb,vkb->nvk" is one matmul over
-    # the flattened (V * 3) axis; the pose feature is (R[1:] - I) joint-major.
+    # Pose feature (R[1:] - I), flattened joint-major as SMPL's posedirs expect.
     eye = jnp.eye(3, dtype=rotmats.dtype)
     pose_feature = (rotmats[:, 1:] - eye).reshape(n, -1)
-    v_posed = (model.v_template
-               + jnp.einsum("nb,vkb->nvk", betas, model.shapedirs)
-               + (pose_feature @ model.posedirs).reshape(n, num_vertices, 3))
-    rest_joints = model.joint_template + jnp.einsum("nb,jkb->njk", betas, model.joint_shapedirs)
-    # 4. Kinematic chain: per joint a (3, 4) transform from rest to posed space.
+    # Joints regressed from the shaped template. The map is linear, so it is
+    # applied to the template and shape directions once per call (J x V work)
+    # rather than to every shaped body (J x V per example).
+    joint_template = model.J_regressor @ model.v_template
+    joint_shapedirs = jnp.einsum("jv,vkb->jkb", model.J_regressor, model.shapedirs)
+    rest_joints = joint_template + jnp.einsum("nb,jkb->njk", betas, joint_shapedirs)
+    # Kinematic chain: per joint a (3, 4) transform from rest to posed space,
+    # laid out (J, 3 * 4 * N) so that skinning is one 2D matmul per chunk.
     joints, transforms = geometry.rigid_transform_chain(rotmats, rest_joints, model.parents)
-    # 5. Skinning. W (V, J) @ A (J, N * 12) as one 2D matmul gives each vertex's
-    # blended (3, 4) transform, laid out (V, N, 3, 4); applying it is written as
-    # four broadcast multiply-adds (XLA fuses them into one pass; a batched
-    # einsum over 3x3 blocks is several times slower on CPU).
-    per_joint = transforms.reshape(n, num_joints, 12).transpose(1, 0, 2).reshape(num_joints, n * 12)
-    blended = (model.lbs_weights @ per_joint).reshape(num_vertices, n, 3, 4)
-    points = v_posed.transpose(1, 0, 2)[:, :, None, :]  # (V, N, 1, 3)
-    vertices = (blended[..., 0] * points[..., 0] + blended[..., 1] * points[..., 1]
-                + blended[..., 2] * points[..., 2] + blended[..., 3])
-    return vertices.transpose(1, 0, 2), joints
+    per_joint = transforms.transpose(1, 2, 3, 0).reshape(num_joints, 12 * n)
+
+    # Blend shapes and skinning are independent per vertex. They run over
+    # chunks of vertices so that each chunk's (C, 3, 4, N) blended transforms
+    # stay in cache; the last chunk is shifted back to end at V (overlapping
+    # its predecessor) so that no model array is padded or copied.
+    chunk = _vertex_chunk_size(num_vertices, n)
+    starts = jnp.asarray(_chunk_starts(num_vertices, chunk), jnp.int32)
+
+    def one_chunk(start):
+        take = lambda a: jax.lax.dynamic_slice_in_dim(a, start, chunk, axis=0)  # noqa: E731
+        return _blend_and_skin(pose_feature, betas, per_joint, take(model.v_template),
+                               take(model.shapedirs), take(model.posedirs),
+                               take(model.lbs_weights))
+
+    chunks = jax.lax.map(one_chunk, starts)  # (num_chunks, C, 3, N)
+    overlap = len(starts) * chunk - num_vertices
+    vertices = jnp.concatenate([chunks[:-1].reshape(-1, 3, n), chunks[-1, overlap:]], axis=0)
+    return vertices.transpose(2, 0, 1), joints
+
+
+# Vertices x examples per chunk: the chunk's (C, 3, 4, N) float32 transforms
+# then take 3 MB, which stays in this CPU's L2/L3 (measured in
+# benchmarks/smpl_speed.py: twice as fast as one pass over all vertices).
+_CHUNK_ELEMENTS = 65536
+
+
+def _vertex_chunk_size(num_vertices: int, batch: int) -> int:
+    return int(min(num_vertices, max(256, _CHUNK_ELEMENTS // max(batch, 1))))
+
+
+def _chunk_starts(num_vertices: int, chunk: int) -> list[int]:
+    num_chunks = -(-num_vertices // chunk)
+    return [min(i * chunk, num_vertices - chunk) for i in range(num_chunks)]
+
+
+@jax.custom_vjp
+def _blend_and_skin(pose_feature, betas, per_joint, v_template, shapedirs, posedirs, lbs_weights):
+    """Blend shapes and skinning of a chunk of C vertices.
+
+    Args:
+      pose_feature: ``(N, P)``; betas: ``(N, NB)``.
+      per_joint: ``(J, 3 * 4 * N)`` per-joint transforms, laid out (J, 3, 4, N).
+      v_template: ``(C, 3)``; shapedirs: ``(C, 3, NB)``; posedirs: ``(C, 3, P)``;
+      lbs_weights: ``(C, J)``.
+
+    Returns:
+      ``(C, 3, N)`` skinned vertices (examples innermost, so the elementwise
+      work vectorizes over the batch).
+    """
+    v_posed, blended = _chunk_intermediates(pose_feature, betas, per_joint, v_template,
+                                            shapedirs, posedirs, lbs_weights)
+    # Apply the (3, 4) transforms as four broadcast multiply-adds, which XLA
+    # fuses into one pass (a batched 3x3 einsum is several times slower on CPU).
+    return (blended[:, :, 0] * v_posed[:, None, 0] + blended[:, :, 1] * v_posed[:, None, 1]
+            + blended[:, :, 2] * v_posed[:, None, 2] + blended[:, :, 3])
+
+
+def _chunk_intermediates(pose_feature, betas, per_joint, v_template, shapedirs, posedirs,
+                         lbs_weights):
+    """``v_posed (C, 3, N)`` and ``blended (C, 3, 4, N)`` of a chunk."""
+    c = v_template.shape[0]
+    n = pose_feature.shape[0]
+    # Shape and pose blend shapes, each one (C * 3, K) @ (K, N) matmul.
+    v_posed = (shapedirs.reshape(c * 3, -1) @ betas.T + posedirs.reshape(c * 3, -1) @ pose_feature.T
+               ).reshape(c, 3, n) + v_template[:, :, None]
+    # Each vertex's transform: the skinning-weighted sum of its joints' transforms.
+    blended = (lbs_weights @ per_joint).reshape(c, 3, 4, n)
+    return v_posed, blended
+
+
+def _blend_and_skin_fwd(*args):
+    return _blend_and_skin(*args), args
+
+
+def _blend_and_skin_bwd(args, grad):
+    """Hand-written VJP: recomputes the chunk's intermediates (cheaper than
+    storing them) and keeps every step a matmul or a fused elementwise pass."""
+    pose_feature, betas, per_joint, v_template, shapedirs, posedirs, lbs_weights = args
+    v_posed, blended = _chunk_intermediates(*args)
+    c, _, n = grad.shape
+    # out[r] = sum_k blended[r, k] * v_posed_h[k] with v_posed_h = (v_posed, 1).
+    grad_blended = jnp.stack([grad * v_posed[:, None, 0], grad * v_posed[:, None, 1],
+                              grad * v_posed[:, None, 2], grad], axis=2).reshape(c, 12 * n)
+    grad_v_posed = (grad[:, 0:1] * blended[:, 0, :3] + grad[:, 1:2] * blended[:, 1, :3]
+                    + grad[:, 2:3] * blended[:, 2, :3])  # (C, 3, N)
+    grad_flat = grad_v_posed.reshape(c * 3, n)
+    return (
+        grad_flat.T @ posedirs.reshape(c * 3, -1),            # pose_feature (N, P)
+        grad_flat.T @ shapedirs.reshape(c * 3, -1),           # betas (N, NB)
+        lbs_weights.T @ grad_blended,                         # per_joint (J, 12 N)
+        grad_v_posed.sum(axis=-1),                            # v_template (C, 3)
+        (grad_flat @ betas).reshape(shapedirs.shape),         # shapedirs
+        (grad_flat @ pose_feature).reshape(posedirs.shape),   # posedirs
+        grad_blended @ per_joint.T,                           # lbs_weights (C, J)
+    )
+
+
+_blend_and_skin.defvjp(_blend_and_skin_fwd, _blend_and_skin_bwd)
 
 
 def _as_array(value: Any, field: str, source: str, dtype: Any = np.float64) -> np.ndarray:

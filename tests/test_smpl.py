@@ -99,6 +99,43 @@ def test_large_batch_is_chunked_consistently(model):
     np.testing.assert_allclose(big.joints[140:], small.joints, atol=1e-6)
 
 
+def _naive_lbs(model, pose, betas):
+    """smplx's lbs written plainly in jnp (independent of dct_jax's chunked,
+    custom-VJP implementation), for gradients with respect to model arrays."""
+    from dct_jax import geometry
+
+    n = pose.shape[0]
+    rot = geometry.rodrigues(pose.reshape(n, 24, 3))
+    v_shaped = model.v_template + jnp.einsum("nb,vkb->nvk", betas, model.shapedirs)
+    joints = jnp.einsum("jv,nvk->njk", model.J_regressor, v_shaped)
+    feature = (rot[:, 1:] - jnp.eye(3)).reshape(n, -1)
+    v_posed = v_shaped + jnp.einsum("np,vkp->nvk", feature, model.posedirs)
+    _, rel = geometry.rigid_transform_chain(rot, joints, model.parents)
+    t = jnp.einsum("vj,njrc->nvrc", model.lbs_weights, rel)
+    return jnp.einsum("nvrc,nvc->nvr", t[..., :3], v_posed) + t[..., 3]
+
+
+def test_gradients_wrt_model_arrays_match_plain_autodiff(model):
+    pose, betas = _random_inputs(3, seed=12)
+    weights = np.random.default_rng(13).normal(size=(3, 6890, 3)).astype(np.float32)
+
+    def ours(m):
+        return jnp.sum(smpl.forward(m, pose, betas).vertices * weights)
+
+    def naive(m):
+        return jnp.sum(_naive_lbs(m, pose, betas) * weights)
+
+    np.testing.assert_allclose(ours(model), naive(model), rtol=1e-5)
+    # allow_int: the model's integer `faces` leaf gets a float0 "gradient".
+    grads = jax.jit(jax.grad(ours, allow_int=True))(model)
+    expected = jax.jit(jax.grad(naive, allow_int=True))(model)
+    for field in ("v_template", "shapedirs", "posedirs", "lbs_weights"):
+        got, want = np.asarray(getattr(grads, field)), np.asarray(getattr(expected, field))
+        scale = np.abs(want).max()
+        assert scale > 0, field
+        np.testing.assert_allclose(got / scale, want / scale, atol=1e-5, err_msg=field)
+
+
 @pytest.mark.parametrize("batch_shape", [(), (3,), (2, 3)])
 def test_batch_shapes(model, batch_shape):
     rng = np.random.default_rng(6)
