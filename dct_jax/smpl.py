@@ -291,12 +291,7 @@ def lbs(model: SMPLModel, rotmats: jnp.ndarray, betas: jnp.ndarray
     # Pose feature (R[1:] - I), flattened joint-major as SMPL's posedirs expect.
     eye = jnp.eye(3, dtype=rotmats.dtype)
     pose_feature = (rotmats[:, 1:] - eye).reshape(n, -1)
-    # Joints regressed from the shaped template. The map is linear, so it is
-    # applied to the template and shape directions once per call (J x V work)
-    # rather than to every shaped body (J x V per example).
-    joint_template = model.J_regressor @ model.v_template
-    joint_shapedirs = jnp.einsum("jv,vkb->jkb", model.J_regressor, model.shapedirs)
-    rest_joints = joint_template + jnp.einsum("nb,jkb->njk", betas, joint_shapedirs)
+    rest_joints = _regress_joints(model, betas)
     # Kinematic chain: per joint a (3, 4) transform from rest to posed space,
     # laid out (J, 3 * 4 * N) so that skinning is one 2D matmul per chunk.
     joints, transforms = geometry.rigid_transform_chain(rotmats, rest_joints, model.parents)
@@ -315,10 +310,31 @@ def lbs(model: SMPLModel, rotmats: jnp.ndarray, betas: jnp.ndarray
                                take(model.shapedirs), take(model.posedirs),
                                take(model.lbs_weights))
 
-    chunks = jax.lax.map(one_chunk, starts)  # (num_chunks, C, 3, N)
+    if len(starts) == 1:
+        chunks = one_chunk(0)[None]
+    else:
+        chunks = jax.lax.map(one_chunk, starts)  # (num_chunks, C, 3, N)
     overlap = len(starts) * chunk - num_vertices
     vertices = jnp.concatenate([chunks[:-1].reshape(-1, 3, n), chunks[-1, overlap:]], axis=0)
     return vertices.transpose(2, 0, 1), joints
+
+
+def _regress_joints(model: SMPLModel, betas: jnp.ndarray) -> jnp.ndarray:
+    """``(N, J, 3)`` rest joints ``J_regressor @ (v_template + shapedirs . betas)``.
+
+    The map is linear, so for larger batches the regressor is applied to the
+    template and each shape direction once (``J * V * 3 * (NB + 1)`` work per
+    call) instead of to every shaped body (``J * V * 3`` plus the blend per
+    example); small batches do the latter, which is cheaper for them. Nothing
+    is precomputed, so the result always follows the model's current arrays.
+    """
+    n, num_betas = betas.shape
+    if n * (num_betas + model.num_joints) < model.num_joints * (num_betas + 1):
+        v_shaped = model.v_template + jnp.einsum("nb,vkb->nvk", betas, model.shapedirs)
+        return jnp.einsum("jv,nvk->njk", model.J_regressor, v_shaped)
+    joint_template = model.J_regressor @ model.v_template
+    joint_shapedirs = jnp.einsum("jv,vkb->jkb", model.J_regressor, model.shapedirs)
+    return joint_template + jnp.einsum("nb,jkb->njk", betas, joint_shapedirs)
 
 
 # Vertices x examples per chunk: the chunk's (C, 3, 4, N) float32 transforms
