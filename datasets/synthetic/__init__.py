@@ -1,0 +1,1 @@
+"""The synthetic dataset (``synthetic_dataset_builder.Builder``); see README.md."""
