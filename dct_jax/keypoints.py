@@ -42,13 +42,9 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
-SMPL24_NAMES = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee",
-    "spine2", "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot",
-    "neck", "left_collar", "right_collar", "head", "left_shoulder",
-    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hand", "right_hand",
-)
+from dct_jax.smpl import SMPL_JOINT_NAMES
+
+SMPL24_NAMES = SMPL_JOINT_NAMES
 COCOPLUS19_NAMES = (
     "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
     "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow",

