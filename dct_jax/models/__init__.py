@@ -1,0 +1,1 @@
+"""Networks: torchvision-layout ResNets and the DCT SMPL regressor."""

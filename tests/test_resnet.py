@@ -1,0 +1,165 @@
+"""Tests of dct_jax.models.resnet (parity with the torch twin: test_convert.py).
+
+Compilation dominates the runtime on CPU, so the tests share a few jitted
+functions of one tiny network and build weights without compiling an init.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch_resnet
+
+from dct_jax.models import resnet as resnet_lib
+from dct_jax.models.resnet import resnet
+
+TINY = resnet(10, width=8)
+X_SHAPE = (4, 32, 32, 3)
+tiny_eval = jax.jit(functools.partial(TINY.apply, train=False))
+tiny_train = jax.jit(functools.partial(TINY.apply, train=True, mutable=["batch_stats"]))
+
+
+@pytest.fixture(scope="module")
+def tiny_variables():
+    return torch_resnet.random_variables(TINY, jnp.zeros(X_SHAPE), seed=0)
+
+
+def _count(tree) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize(
+    "depth, expected",
+    # torchvision's published parameter counts (its ResNet18/50/101_Weights docs).
+    [(18, 11_689_512), (50, 25_557_032), (101, 44_549_160)],
+)
+def test_parameter_counts_match_torchvision(depth, expected):
+    model = resnet(depth, num_classes=1000)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+    assert _count(shapes["params"]) == expected
+    assert set(shapes) == {"params", "batch_stats"}
+
+
+def test_submodule_names_follow_torchvision():
+    shapes = jax.eval_shape(lambda: resnet(50).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+    params = shapes["params"]
+    assert {"conv1", "bn1", "layer1_0", "layer4_2"} <= set(params)
+    assert [k for k in params if k.startswith("layer3")] == [f"layer3_{i}" for i in range(6)]
+    assert set(params["layer2_0"]) == {"conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "downsample_0", "downsample_1"}
+    assert params["layer2_0"]["downsample_0"]["kernel"].shape == (1, 1, 256, 512)
+    assert set(shapes["batch_stats"]["layer2_0"]["downsample_1"]) == {"mean", "var"}
+    assert "fc" not in params
+
+
+@pytest.mark.parametrize("depth, kind", [(10, "basic"), (14, "bottleneck"), (34, "basic"), (152, "bottleneck")])
+def test_variants_output_shapes(depth, kind):
+    model = resnet(depth, width=8)
+    assert resnet_lib.STAGES[depth][0] == kind
+    out = jax.eval_shape(
+        lambda x: model.init_with_output(jax.random.key(0), x)[0], jax.ShapeDtypeStruct((2, 64, 48, 3), jnp.float32)
+    )
+    assert out.shape == (2, resnet_lib.feature_dim(depth, 8)) and out.dtype == jnp.float32
+
+
+def test_matmul_1x1_equals_convolution():
+    x = jax.random.normal(jax.random.key(1), (2, 33, 33, 3))  # odd size: strided 1x1 subsampling
+    fast = resnet(14, num_classes=5, width=8, matmul_1x1=True)
+    slow = resnet(14, num_classes=5, width=8, matmul_1x1=False)
+    variables = torch_resnet.random_variables(fast, x)
+    assert jax.tree.map(jnp.shape, variables) == jax.tree.map(
+        jnp.shape, torch_resnet.random_variables(slow, x)
+    )
+    np.testing.assert_allclose(
+        jax.jit(fast.apply)(variables, x), jax.jit(slow.apply)(variables, x), rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 9, 3), (1, 8, 8, 2), (1, 1, 2, 1)])
+def test_max_pool_matches_torch_layout(shape):
+    x = np.random.RandomState(0).randn(*shape).astype(np.float32)
+    ref = torch.nn.functional.max_pool2d(torch.from_numpy(x.transpose(0, 3, 1, 2)), 3, stride=2, padding=1)
+    np.testing.assert_array_equal(resnet_lib.max_pool_3x3_s2(jnp.asarray(x)), ref.numpy().transpose(0, 2, 3, 1))
+
+
+def test_train_mode_updates_batch_stats_like_torch(tiny_variables):
+    x = np.random.RandomState(0).randn(*X_SHAPE).astype(np.float32)
+    _, updates = tiny_train(tiny_variables, x)
+    stats, old = updates["batch_stats"], tiny_variables["batch_stats"]
+    assert jax.tree.structure(stats) == jax.tree.structure(old)
+    assert all(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(old)))
+
+    # Reference: torch's BatchNorm2d (momentum 0.1) after the same first convolution.
+    conv = torch.nn.Conv2d(3, 8, 7, 2, 3, bias=False)
+    bn = torch.nn.BatchNorm2d(8)
+    with torch.no_grad():
+        conv.weight.copy_(torch.from_numpy(np.array(tiny_variables["params"]["conv1"]["kernel"]).transpose(3, 2, 0, 1)))
+        bn.running_mean.copy_(torch.from_numpy(np.array(old["bn1"]["mean"])))
+        bn.running_var.copy_(torch.from_numpy(np.array(old["bn1"]["var"])))
+        bn.train()(conv(torch.from_numpy(x.transpose(0, 3, 1, 2))))
+    np.testing.assert_allclose(stats["bn1"]["mean"], bn.running_mean.numpy(), rtol=1e-4, atol=1e-6)
+    # torch keeps the unbiased batch variance, Flax the biased one (see the module docstring).
+    n = 4 * 16 * 16
+    torch_batch_var = (bn.running_var.numpy() - 0.9 * np.asarray(old["bn1"]["var"])) / 0.1
+    flax_batch_var = (np.asarray(stats["bn1"]["var"]) - 0.9 * np.asarray(old["bn1"]["var"])) / 0.1
+    np.testing.assert_allclose(flax_batch_var, torch_batch_var * (n - 1) / n, rtol=1e-4, atol=1e-6)
+
+
+def test_eval_mode_uses_running_stats(tiny_variables):
+    rng = np.random.RandomState(1)
+    x = rng.randn(*X_SHAPE).astype(np.float32)
+    x_other = x.copy()
+    x_other[1:] = rng.randn(*x[1:].shape)  # same first example, different rest of the batch
+    # Eval mode is per example (running statistics); train mode is not.
+    np.testing.assert_allclose(tiny_eval(tiny_variables, x)[0], tiny_eval(tiny_variables, x_other)[0], rtol=1e-5, atol=1e-6)
+    train_x, _ = tiny_train(tiny_variables, x)
+    train_other, _ = tiny_train(tiny_variables, x_other)
+    assert not np.allclose(train_x[0], train_other[0], atol=1e-4)
+    # Changing the running statistics changes the eval output.
+    shifted = {
+        "params": tiny_variables["params"],
+        "batch_stats": jax.tree.map(lambda s: s * 1.5 + 0.1, tiny_variables["batch_stats"]),
+    }
+    assert not np.allclose(tiny_eval(shifted, x), tiny_eval(tiny_variables, x), atol=1e-4)
+
+
+def test_bfloat16_close_to_float32_with_float32_params():
+    x = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
+    f32 = resnet(18, num_classes=10, width=16)
+    bf16 = resnet(18, num_classes=10, width=16, dtype=jnp.bfloat16)
+    variables = torch_resnet.random_variables(f32, x)
+    bf16_shapes = jax.eval_shape(lambda: bf16.init(jax.random.key(0), x))
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(bf16_shapes))
+    ref = jax.jit(f32.apply)(variables, x)
+    out = jax.jit(bf16.apply)(variables, x)
+    assert out.dtype == jnp.float32
+    assert np.linalg.norm(out - ref) / np.linalg.norm(ref) < 1e-2
+
+
+def test_gradients_under_jit(tiny_variables):
+    @jax.jit
+    def grads(params, batch_stats, x):
+        def loss(p):
+            out, _ = TINY.apply({"params": p, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"])
+            return jnp.mean(out**2)
+
+        return jax.grad(loss)(params)
+
+    x = jax.random.normal(jax.random.key(3), X_SHAPE)
+    g = grads(tiny_variables["params"], tiny_variables["batch_stats"], x)
+    assert jax.tree.structure(g) == jax.tree.structure(tiny_variables["params"])
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(g))
+    assert float(jnp.abs(g["conv1"]["kernel"]).sum()) > 0
+
+
+def test_bad_inputs_raise_clear_errors(tiny_variables):
+    with pytest.raises(ValueError, match="Unsupported ResNet depth 19"):
+        resnet(19)
+    with pytest.raises(ValueError, match="width"):
+        resnet(18, width=0)
+    with pytest.raises(ValueError, match=r"\[B, H, W, C\].*\(32, 32, 3\)"):
+        TINY.apply(tiny_variables, jnp.zeros((32, 32, 3)))
+    with pytest.raises(Exception, match=r"\(7, 7, 1, 8\).*\(7, 7, 3, 8\)"):
+        TINY.apply(tiny_variables, jnp.zeros((1, 32, 32, 1)))
