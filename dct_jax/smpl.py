@@ -25,6 +25,7 @@ Units: metres; SMPL's frame (y up, the body faces +z).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from importlib import resources
@@ -307,10 +308,8 @@ def lbs(model: SMPLModel, rotmats: jnp.ndarray, betas: jnp.ndarray
     starts = jnp.asarray(_chunk_starts(num_vertices, chunk), jnp.int32)
 
     def one_chunk(start):
-        take = lambda a: jax.lax.dynamic_slice_in_dim(a, start, chunk, axis=0)  # noqa: E731
-        return _blend_and_skin(pose_feature, betas, per_joint, take(model.v_template),
-                               take(model.shapedirs), take(model.posedirs),
-                               take(model.lbs_weights))
+        return _blend_and_skin(start, chunk, pose_feature, betas, per_joint, model.v_template,
+                               model.shapedirs, model.posedirs, model.lbs_weights)
 
     if len(starts) == 1:
         chunks = one_chunk(0)[None]
@@ -354,65 +353,81 @@ def _chunk_starts(num_vertices: int, chunk: int) -> list[int]:
     return [min(i * chunk, num_vertices - chunk) for i in range(num_chunks)]
 
 
-@jax.custom_vjp
-def _blend_and_skin(pose_feature, betas, per_joint, v_template, shapedirs, posedirs, lbs_weights):
-    """Blend shapes and skinning of a chunk of C vertices.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _blend_and_skin(start, chunk, pose_feature, betas, per_joint, v_template, shapedirs,
+                    posedirs, lbs_weights):
+    """Blend shapes and skinning of the ``chunk`` vertices from ``start``.
 
     Args:
+      start: int32 scalar, first vertex of the chunk; chunk: static chunk size C.
       pose_feature: ``(N, P)``; betas: ``(N, NB)``.
       per_joint: ``(J, 3 * 4 * N)`` per-joint transforms, laid out (J, 3, 4, N).
-      v_template: ``(C, 3)``; shapedirs: ``(C, 3, NB)``; posedirs: ``(C, 3, P)``;
-      lbs_weights: ``(C, J)``.
+      v_template, shapedirs, posedirs, lbs_weights: the model's whole arrays
+        (sliced here, so that the VJP's residuals are loop-invariant and a
+        ``lax.map`` over chunks stacks nothing).
 
     Returns:
       ``(C, 3, N)`` skinned vertices (examples innermost, so the elementwise
       work vectorizes over the batch).
     """
-    v_posed, blended = _chunk_intermediates(pose_feature, betas, per_joint, v_template,
-                                            shapedirs, posedirs, lbs_weights)
+    v_posed, blended = _chunk_intermediates(start, chunk, pose_feature, betas, per_joint,
+                                            v_template, shapedirs, posedirs, lbs_weights)
     # Apply the (3, 4) transforms as four broadcast multiply-adds, which XLA
     # fuses into one pass (a batched 3x3 einsum is several times slower on CPU).
     return (blended[:, :, 0] * v_posed[:, None, 0] + blended[:, :, 1] * v_posed[:, None, 1]
             + blended[:, :, 2] * v_posed[:, None, 2] + blended[:, :, 3])
 
 
-def _chunk_intermediates(pose_feature, betas, per_joint, v_template, shapedirs, posedirs,
-                         lbs_weights):
+def _take(array, start, chunk):
+    return jax.lax.dynamic_slice_in_dim(array, start, chunk, axis=0)
+
+
+def _chunk_intermediates(start, chunk, pose_feature, betas, per_joint, v_template, shapedirs,
+                         posedirs, lbs_weights):
     """``v_posed (C, 3, N)`` and ``blended (C, 3, 4, N)`` of a chunk."""
-    c = v_template.shape[0]
     n = pose_feature.shape[0]
     # Shape and pose blend shapes, each one (C * 3, K) @ (K, N) matmul.
-    v_posed = (shapedirs.reshape(c * 3, -1) @ betas.T + posedirs.reshape(c * 3, -1) @ pose_feature.T
-               ).reshape(c, 3, n) + v_template[:, :, None]
+    v_posed = (_take(shapedirs, start, chunk).reshape(chunk * 3, -1) @ betas.T
+               + _take(posedirs, start, chunk).reshape(chunk * 3, -1) @ pose_feature.T
+               ).reshape(chunk, 3, n) + _take(v_template, start, chunk)[:, :, None]
     # Each vertex's transform: the skinning-weighted sum of its joints' transforms.
-    blended = (lbs_weights @ per_joint).reshape(c, 3, 4, n)
+    blended = (_take(lbs_weights, start, chunk) @ per_joint).reshape(chunk, 3, 4, n)
     return v_posed, blended
 
 
-def _blend_and_skin_fwd(*args):
-    return _blend_and_skin(*args), args
+def _blend_and_skin_fwd(start, chunk, *args):
+    return _blend_and_skin(start, chunk, *args), (start, *args)
 
 
-def _blend_and_skin_bwd(args, grad):
+def _blend_and_skin_bwd(chunk, residuals, grad):
     """Hand-written VJP: recomputes the chunk's intermediates (cheaper than
     storing them) and keeps every step a matmul or a fused elementwise pass."""
-    pose_feature, betas, per_joint, v_template, shapedirs, posedirs, lbs_weights = args
-    v_posed, blended = _chunk_intermediates(*args)
-    c, _, n = grad.shape
+    start, pose_feature, betas, per_joint, v_template, shapedirs, posedirs, lbs_weights = residuals
+    v_posed, blended = _chunk_intermediates(start, chunk, *residuals[1:])
+    n = grad.shape[-1]
     # out[r] = sum_k blended[r, k] * v_posed_h[k] with v_posed_h = (v_posed, 1).
     grad_blended = jnp.stack([grad * v_posed[:, None, 0], grad * v_posed[:, None, 1],
-                              grad * v_posed[:, None, 2], grad], axis=2).reshape(c, 12 * n)
+                              grad * v_posed[:, None, 2], grad], axis=2).reshape(chunk, 12 * n)
     grad_v_posed = (grad[:, 0:1] * blended[:, 0, :3] + grad[:, 1:2] * blended[:, 1, :3]
                     + grad[:, 2:3] * blended[:, 2, :3])  # (C, 3, N)
-    grad_flat = grad_v_posed.reshape(c * 3, n)
+    grad_flat = grad_v_posed.reshape(chunk * 3, n)
+    weights_chunk = _take(lbs_weights, start, chunk)
+
+    def scatter(full, chunk_grad):
+        # Cotangent of a model array: the chunk's gradient at its rows (XLA drops
+        # this when nobody differentiates with respect to the model).
+        return jax.lax.dynamic_update_slice_in_dim(
+            jnp.zeros_like(full), chunk_grad.reshape(chunk, *full.shape[1:]), start, axis=0)
+
     return (
-        grad_flat.T @ posedirs.reshape(c * 3, -1),            # pose_feature (N, P)
-        grad_flat.T @ shapedirs.reshape(c * 3, -1),           # betas (N, NB)
-        lbs_weights.T @ grad_blended,                         # per_joint (J, 12 N)
-        grad_v_posed.sum(axis=-1),                            # v_template (C, 3)
-        (grad_flat @ betas).reshape(shapedirs.shape),         # shapedirs
-        (grad_flat @ pose_feature).reshape(posedirs.shape),   # posedirs
-        grad_blended @ per_joint.T,                           # lbs_weights (C, J)
+        None,                                                                      # start
+        grad_flat.T @ _take(posedirs, start, chunk).reshape(chunk * 3, -1),       # pose_feature
+        grad_flat.T @ _take(shapedirs, start, chunk).reshape(chunk * 3, -1),      # betas
+        weights_chunk.T @ grad_blended,                                           # per_joint
+        scatter(v_template, grad_v_posed.sum(axis=-1)),
+        scatter(shapedirs, grad_flat @ betas),
+        scatter(posedirs, grad_flat @ pose_feature),
+        scatter(lbs_weights, grad_blended @ per_joint.T),
     )
 
 
