@@ -312,7 +312,12 @@ def lbs(model: SMPLModel, rotmats: jnp.ndarray, betas: jnp.ndarray
                                model.shapedirs, model.posedirs, model.lbs_weights)
 
     if len(starts) == 1:
-        chunks = one_chunk(0)[None]
+        # One chunk: plain code (autodiff), so that XLA can run the pose blend
+        # shapes concurrently with the joint regression and the chain.
+        v_posed = ((model.shapedirs.reshape(num_vertices * 3, -1) @ betas.T
+                    + model.posedirs.reshape(num_vertices * 3, -1) @ pose_feature.T
+                    ).reshape(num_vertices, 3, n) + model.v_template[:, :, None])
+        chunks = _skin_points(v_posed, per_joint, model.lbs_weights)[None]
     else:
         chunks = jax.lax.map(one_chunk, starts)  # (num_chunks, C, 3, N)
     overlap = len(starts) * chunk - num_vertices
@@ -331,8 +336,10 @@ def _regress_joints(model: SMPLModel, betas: jnp.ndarray) -> jnp.ndarray:
     """
     n, num_betas = betas.shape
     if n * (num_betas + model.num_joints) < model.num_joints * (num_betas + 1):
-        v_shaped = model.v_template + jnp.einsum("nb,vkb->nvk", betas, model.shapedirs)
-        return jnp.einsum("jv,nvk->njk", model.J_regressor, v_shaped)
+        # Vertex-major (V, 3, N) so both steps are plain 2D matmuls.
+        v_shaped = ((model.shapedirs.reshape(-1, num_betas) @ betas.T).reshape(-1, 3, n)
+                    + model.v_template[:, :, None])
+        return jnp.einsum("jv,vkn->njk", model.J_regressor, v_shaped)
     joint_template = model.J_regressor @ model.v_template
     joint_shapedirs = jnp.einsum("jv,vkb->jkb", model.J_regressor, model.shapedirs)
     return joint_template + jnp.einsum("nb,jkb->njk", betas, joint_shapedirs)
@@ -372,8 +379,15 @@ def _blend_and_skin(start, chunk, pose_feature, betas, per_joint, v_template, sh
     """
     v_posed, blended = _chunk_intermediates(start, chunk, pose_feature, betas, per_joint,
                                             v_template, shapedirs, posedirs, lbs_weights)
-    # Apply the (3, 4) transforms as four broadcast multiply-adds, which XLA
-    # fuses into one pass (a batched 3x3 einsum is several times slower on CPU).
+    return _apply_transforms(blended, v_posed)
+
+
+def _apply_transforms(blended: jnp.ndarray, v_posed: jnp.ndarray) -> jnp.ndarray:
+    """``(C, 3, 4, N)`` transforms applied to ``(C, 3, N)`` points -> ``(C, 3, N)``.
+
+    Four broadcast multiply-adds, which XLA fuses into one pass (a batched 3x3
+    einsum is several times slower on CPU).
+    """
     return (blended[:, :, 0] * v_posed[:, None, 0] + blended[:, :, 1] * v_posed[:, None, 1]
             + blended[:, :, 2] * v_posed[:, None, 2] + blended[:, :, 3])
 
@@ -405,11 +419,7 @@ def _blend_and_skin_bwd(chunk, residuals, grad):
     start, pose_feature, betas, per_joint, v_template, shapedirs, posedirs, lbs_weights = residuals
     v_posed, blended = _chunk_intermediates(start, chunk, *residuals[1:])
     n = grad.shape[-1]
-    # out[r] = sum_k blended[r, k] * v_posed_h[k] with v_posed_h = (v_posed, 1).
-    grad_blended = jnp.stack([grad * v_posed[:, None, 0], grad * v_posed[:, None, 1],
-                              grad * v_posed[:, None, 2], grad], axis=2).reshape(chunk, 12 * n)
-    grad_v_posed = (grad[:, 0:1] * blended[:, 0, :3] + grad[:, 1:2] * blended[:, 1, :3]
-                    + grad[:, 2:3] * blended[:, 2, :3])  # (C, 3, N)
+    grad_blended, grad_v_posed = _apply_transforms_vjp(grad, blended, v_posed)
     grad_flat = grad_v_posed.reshape(chunk * 3, n)
     weights_chunk = _take(lbs_weights, start, chunk)
 
@@ -432,6 +442,42 @@ def _blend_and_skin_bwd(chunk, residuals, grad):
 
 
 _blend_and_skin.defvjp(_blend_and_skin_fwd, _blend_and_skin_bwd)
+
+
+def _apply_transforms_vjp(grad, blended, v_posed):
+    """Cotangents of :func:`_apply_transforms`: ``(C, 12 N)`` for the
+    transforms (laid out like ``per_joint``) and ``(C, 3, N)`` for the points,
+    each one fused elementwise pass."""
+    c, _, n = grad.shape
+    # out[r] = sum_k blended[r, k] * v_posed_h[k] with v_posed_h = (v_posed, 1).
+    grad_blended = jnp.stack([grad * v_posed[:, None, 0], grad * v_posed[:, None, 1],
+                              grad * v_posed[:, None, 2], grad], axis=2).reshape(c, 12 * n)
+    grad_v_posed = (grad[:, 0:1] * blended[:, 0, :3] + grad[:, 1:2] * blended[:, 1, :3]
+                    + grad[:, 2:3] * blended[:, 2, :3])
+    return grad_blended, grad_v_posed
+
+
+@jax.custom_vjp
+def _skin_points(v_posed, per_joint, lbs_weights):
+    """Skinning of posed-template points ``(C, 3, N)`` with weights ``(C, J)``
+    and ``per_joint (J, 12 N)`` transforms -> ``(C, 3, N)`` (the one-chunk path)."""
+    c, _, n = v_posed.shape
+    return _apply_transforms((lbs_weights @ per_joint).reshape(c, 3, 4, n), v_posed)
+
+
+def _skin_points_fwd(v_posed, per_joint, lbs_weights):
+    return _skin_points(v_posed, per_joint, lbs_weights), (v_posed, per_joint, lbs_weights)
+
+
+def _skin_points_bwd(residuals, grad):
+    v_posed, per_joint, lbs_weights = residuals
+    c, _, n = v_posed.shape
+    blended = (lbs_weights @ per_joint).reshape(c, 3, 4, n)
+    grad_blended, grad_v_posed = _apply_transforms_vjp(grad, blended, v_posed)
+    return grad_v_posed, lbs_weights.T @ grad_blended, grad_blended @ per_joint.T
+
+
+_skin_points.defvjp(_skin_points_fwd, _skin_points_bwd)
 
 
 def _as_array(value: Any, field: str, source: str, dtype: Any = np.float64) -> np.ndarray:
