@@ -6,6 +6,7 @@ functions of one tiny network and build weights without compiling an init.
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -163,3 +164,128 @@ def test_bad_inputs_raise_clear_errors(tiny_variables):
         TINY.apply(tiny_variables, jnp.zeros((32, 32, 3)))
     with pytest.raises(Exception, match=r"\(7, 7, 1, 8\).*\(7, 7, 3, 8\)"):
         TINY.apply(tiny_variables, jnp.zeros((1, 32, 32, 1)))
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 9, 3), (2, 8, 8, 2)])
+def test_max_pool_gradient_matches_torch_including_ties(shape):
+    # Small integers make ties common; torch sends a tied window's gradient to its
+    # first maximum (row-major), as max_pool_3x3_s2 does.
+    rng = np.random.RandomState(0)
+    x = rng.randint(0, 3, shape).astype(np.float32)
+    x_t = torch.from_numpy(x.transpose(0, 3, 1, 2)).requires_grad_()
+    out_t = torch.nn.functional.max_pool2d(x_t, 3, stride=2, padding=1)
+    g = rng.randn(*out_t.shape).astype(np.float32)
+    out_t.backward(torch.from_numpy(g))
+    _, vjp = jax.vjp(resnet_lib.max_pool_3x3_s2, jnp.asarray(x))
+    (dx,) = jax.jit(vjp)(jnp.asarray(g.transpose(0, 2, 3, 1)))
+    np.testing.assert_allclose(dx, x_t.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-6, atol=1e-6)
+
+
+def _flax_bn_act(x, residual, variables, *, train, relu):
+    """Reference: flax.linen.BatchNorm, then ``+ residual`` and ReLU as separate ops."""
+    bn = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
+    y, updates = bn.apply(variables, x, mutable=["batch_stats"])
+    if residual is not None:
+        y = y + residual
+    return (jax.nn.relu(y) if relu else y), updates
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("with_residual, relu", [(False, False), (False, True), (True, True), (True, False)])
+def test_batch_norm_matches_flax_values_stats_and_gradients(train, with_residual, relu):
+    rng = np.random.RandomState(0)
+    x = jnp.asarray(rng.randn(3, 5, 4, 6).astype(np.float32) * 2 + 1)
+    residual = jnp.asarray(rng.randn(3, 5, 4, 6).astype(np.float32)) if with_residual else None
+    g = jnp.asarray(rng.randn(3, 5, 4, 6).astype(np.float32))
+    variables = {
+        "params": {"scale": jnp.asarray(rng.uniform(0.5, 1.5, 6), jnp.float32), "bias": jnp.asarray(rng.randn(6))},
+        "batch_stats": {"mean": jnp.asarray(rng.randn(6)), "var": jnp.asarray(rng.uniform(0.5, 2, 6), jnp.float32)},
+    }
+    ours_bn = resnet_lib.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
+    assert jax.tree.map(jnp.shape, ours_bn.init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, variables)
+
+    def ours(x, residual, params):
+        return ours_bn.apply({**variables, "params": params}, x, residual, relu=relu, mutable=["batch_stats"])
+
+    def ref(x, residual, params):
+        return _flax_bn_act(x, residual, {**variables, "params": params}, train=train, relu=relu)
+
+    results = []
+    for fn in (ours, ref):
+        (y, updates), vjp_fn = jax.vjp(lambda x, r, p, fn=fn: fn(x, r, p), x, residual, variables["params"])
+        grads = jax.jit(vjp_fn)((g, jax.tree.map(jnp.zeros_like, updates)))
+        results.append((y, updates, grads))
+    (y, updates, grads), (y_ref, updates_ref, grads_ref) = results
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves((updates, grads)), jax.tree.leaves((updates_ref, grads_ref))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert (grads[1] is None) == (residual is None)
+
+
+def test_batch_norm_gradient_through_statistics():
+    # The batch mean / variance are differentiable outputs too (a loss on them).
+    x = jax.random.normal(jax.random.key(4), (4, 3, 3, 5)) * 3 + 2
+    scale, bias = jnp.linspace(0.5, 1.5, 5), jnp.linspace(-1, 1, 5)
+
+    def loss(fn, x):
+        y, mean, var = fn(x, scale, bias)
+        return jnp.sum(jnp.sin(y)) + jnp.sum(mean**2) + jnp.sum(jnp.sqrt(var))
+
+    def plain(x, scale, bias):
+        mean, var = jnp.mean(x, (0, 1, 2)), jnp.var(x, (0, 1, 2))
+        return jax.nn.relu((x - mean) / jnp.sqrt(var + 1e-5) * scale + bias), mean, var
+
+    fused = lambda x, s, b: resnet_lib.batch_norm_train(x, s, b, None, 1e-5, True)  # noqa: E731
+    np.testing.assert_allclose(
+        jax.grad(functools.partial(loss, fused))(x), jax.grad(functools.partial(loss, plain))(x), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_batch_norm_matches_torch_train_mode_gradient():
+    rng = np.random.RandomState(5)
+    x, r, g = (rng.randn(2, 4, 4, 3).astype(np.float32) for _ in range(3))
+    bn_t = torch.nn.BatchNorm2d(3)
+    with torch.no_grad():
+        bn_t.weight.copy_(torch.tensor([0.5, 1.0, 2.0]))
+        bn_t.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+    x_t = torch.from_numpy(x.transpose(0, 3, 1, 2)).requires_grad_()
+    r_t = torch.from_numpy(r.transpose(0, 3, 1, 2)).requires_grad_()
+    y_t = torch.relu(bn_t.train()(x_t) + r_t)
+    y_t.backward(torch.from_numpy(g.transpose(0, 3, 1, 2)))
+
+    scale, bias = jnp.array([0.5, 1.0, 2.0]), jnp.array([0.1, -0.2, 0.3])
+    y, vjp = jax.vjp(lambda x, r, s, b: resnet_lib.batch_norm_train(x, s, b, r, 1e-5, True)[0], x, r, scale, bias)
+    dx, dr, ds, db = vjp(jnp.asarray(g))
+    nhwc = lambda t: t.detach().numpy().transpose(0, 2, 3, 1)  # noqa: E731
+    np.testing.assert_allclose(y, nhwc(y_t), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, nhwc(x_t.grad), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dr, nhwc(r_t.grad), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ds, bn_t.weight.grad.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(db, bn_t.bias.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("depth", [10, 14])
+def test_fused_norm_equals_flax_batch_norm_network(depth):
+    x = jax.random.normal(jax.random.key(6), (2, 32, 32, 3))
+    fast = resnet(depth, num_classes=5, width=8, fused_norm=True)
+    slow = resnet(depth, num_classes=5, width=8, fused_norm=False)
+    variables = torch_resnet.random_variables(fast, x)
+    assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, torch_resnet.random_variables(slow, x))
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def run(model, params, x):
+        def loss(p):
+            out, updates = model.apply(
+                {"params": p, "batch_stats": variables["batch_stats"]}, x, train=True, mutable=["batch_stats"]
+            )
+            return jnp.sum(jnp.sin(out)), (out, updates)
+
+        (_, aux), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        return aux, grads, model.apply(variables, x, train=False)
+
+    # Float32 rounding differs (other summation orders) and grows through the
+    # layers: the last stage normalizes over only B * 1 * 1 = 2 values (observed
+    # relative differences up to 5e-4).
+    ours, ref = run(fast, variables["params"], x), run(slow, variables["params"], x)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+        assert np.linalg.norm(a - b) <= 2e-3 * np.linalg.norm(b) + 1e-6

@@ -202,6 +202,8 @@ class Regressor(nn.Module):
       dtype: computation dtype; parameters and outputs stay float32.
       matmul_1x1: compute the ResNets' 1x1 convolutions as matmuls (faster on
         CPU; the parameters are the same either way).
+      fused_norm: the ResNets use ``resnet.BatchNorm`` (faster to differentiate)
+        rather than ``nn.BatchNorm``; same variables and values either way.
 
     Submodules: ``image_encoder``, ``image_fc`` (the single branch uses these
     names too), ``aux_encoder``, ``aux_fc``, ``head_hidden``, ``head_out``.
@@ -216,6 +218,7 @@ class Regressor(nn.Module):
     mean_params: Sequence[float] | None = None
     dtype: Any = jnp.float32
     matmul_1x1: bool = True
+    fused_norm: bool = True
 
     def __post_init__(self):
         if self.encoder not in ("single", "two_branch"):
@@ -236,7 +239,12 @@ class Regressor(nn.Module):
 
     def _branch(self, x: jax.Array, depth: int, prefix: str, train: bool) -> jax.Array:
         f = resnet_lib.resnet(
-            depth, width=self.width, dtype=self.dtype, matmul_1x1=self.matmul_1x1, name=f"{prefix}_encoder"
+            depth,
+            width=self.width,
+            dtype=self.dtype,
+            matmul_1x1=self.matmul_1x1,
+            fused_norm=self.fused_norm,
+            name=f"{prefix}_encoder",
         )(x, train=train)
         if self.feature_dim is not None:
             f = nn.relu(f)

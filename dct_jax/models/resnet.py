@@ -23,8 +23,10 @@ features / logits are float32.
 Speed on CPU (see ``benchmarks/encoder_speed.py``): 1x1 convolutions are
 written as matmuls over channels (``Conv1x1``), because XLA's CPU matmul is much
 faster than its convolution; the kernel keeps ``nn.Conv``'s ``[1, 1, C_in, C_out]``
-layout and name. The stem's max pool is a maximum of strided slices
-(``max_pool_3x3_s2``), whose gradient XLA computes faster than select-and-scatter.
+layout and name. The stem's max pool is a maximum of strided slices with a
+custom gradient (``max_pool_3x3_s2``), and BatchNorm (``BatchNorm``, same
+variables as ``nn.BatchNorm``) has a closed-form gradient fused with the
+following residual add and ReLU; together about 10% off a train step.
 """
 
 from __future__ import annotations
@@ -82,23 +84,190 @@ class Conv1x1(nn.Module):
         return jnp.dot(x, kernel[0, 0].astype(self.dtype))
 
 
+def _pool_taps(xp: jax.Array, ho: int, wo: int):
+    """The nine strided ``[B, ho, wo, C]`` slices of a padded input, row-major window order."""
+    b, _, _, c = xp.shape
+    for i in range(3):
+        for j in range(3):
+            yield i, j, jax.lax.slice(xp, (0, i, j, 0), (b, i + 2 * ho - 1, j + 2 * wo - 1, c), (1, 2, 2, 1))
+
+
+@jax.custom_vjp
 def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
     """torch's ``MaxPool2d(3, stride=2, padding=1)`` on ``[B, H, W, C]`` (-inf padding).
 
-    Written as the maximum of nine strided slices, not ``nn.max_pool``: the values
-    are identical, but XLA's CPU gradient of ``reduce_window`` (select-and-scatter)
-    is several times slower than the gradient of elementwise maxima. At exact ties
-    the gradient is split between the tied inputs instead of going to one of them.
+    Written as the maximum of nine strided slices, not ``nn.max_pool``, with a
+    custom gradient: the forward pass also records which of the nine window
+    positions holds the maximum (the first one at ties, as torch), and the
+    gradient routes each output's cotangent there. XLA's CPU gradients of
+    ``reduce_window`` (select-and-scatter) and of a chain of maxima are several
+    times slower.
     """
+    return _max_pool_fwd(x)[0]
+
+
+def _max_pool_fwd(x: jax.Array):
     b, h, w, c = x.shape
     ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
-    out = None
+    out, where = None, None
+    for i, j, s in _pool_taps(xp, ho, wo):
+        if out is None:
+            out, where = s, jnp.zeros(s.shape, jnp.int8)
+        else:
+            better = s > out  # strict: the first maximum wins at ties
+            out = jnp.where(better, s, out)
+            where = jnp.where(better, jnp.int8(3 * i + j), where)
+    return out, (where, x.shape)
+
+
+def _max_pool_bwd(res, g):
+    where, (b, h, w, c) = res
+    _, ho, wo, _ = g.shape
+    zero = jnp.zeros((), g.dtype)
+    dxp = None
     for i in range(3):
         for j in range(3):
-            s = jax.lax.slice(xp, (0, i, j, 0), (b, i + 2 * ho - 1, j + 2 * wo - 1, c), (1, 2, 2, 1))
-            out = s if out is None else jnp.maximum(out, s)
-    return out
+            # Output (r, s) read padded input (i + 2r, j + 2s): interior padding 1.
+            part = jax.lax.pad(
+                jnp.where(where == 3 * i + j, g, zero),
+                zero,
+                ((0, 0, 0), (i, h + 2 - i - (2 * ho - 1), 1), (j, w + 2 - j - (2 * wo - 1), 1), (0, 0, 0)),
+            )
+            dxp = part if dxp is None else dxp + part
+    return (dxp[:, 1 : h + 1, 1 : w + 1, :],)
+
+
+max_pool_3x3_s2.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def _moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-channel mean and biased variance ``[C]`` over all axes but the last, float32.
+
+    As Flax's BatchNorm (``use_fast_variance``): ``E[x^2] - E[x]^2``, clipped at 0.
+    """
+    x = x.astype(jnp.float32)
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axes)
+    return mean, jnp.maximum(0.0, jnp.mean(jnp.square(x), axes) - jnp.square(mean))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def batch_norm_train(
+    x: jax.Array, scale: jax.Array, bias: jax.Array, residual: jax.Array | None, epsilon: float, relu: bool
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Train-mode BatchNorm, optionally followed by ``+ residual`` and a ReLU.
+
+    ``y = act((x - mean) / sqrt(var + epsilon) * scale + bias + residual)`` with
+    the batch statistics of ``x``. The gradient is the closed-form BatchNorm
+    backward; it keeps only ``x`` and the statistics (the ReLU mask is
+    recomputed from them), so XLA neither stores the pre-activation nor re-derives
+    it through a chain of residual blocks.
+
+    Args:
+      x: ``[..., C]`` (the statistics reduce over all other axes).
+      scale, bias: ``[C]`` float32.
+      residual: None or an array like ``x``, added before the ReLU.
+      epsilon: added to the variance.
+      relu: apply a ReLU at the end.
+
+    Returns:
+      ``(y, mean, var)``: ``y`` like ``x`` (same dtype), the float32 batch mean and
+      biased variance ``[C]`` (differentiable too).
+    """
+    y, mean, var, _ = _bn_forward(x, scale, bias, residual, epsilon, relu)
+    return y, mean, var
+
+
+def _bn_forward(x, scale, bias, residual, epsilon, relu):
+    mean, var = _moments(x)
+    inv = jax.lax.rsqrt(var + epsilon)
+    y = (x.astype(jnp.float32) - mean) * (scale * inv) + bias
+    if residual is not None:
+        y = y + residual.astype(jnp.float32)
+    if relu:
+        y = jnp.maximum(y, 0.0)
+    return y.astype(x.dtype), mean, var, inv
+
+
+def _bn_fwd(x, scale, bias, residual, epsilon, relu):
+    y, mean, var, inv = _bn_forward(x, scale, bias, residual, epsilon, relu)
+    # Without a residual the ReLU mask is recomputed from x; with one it is
+    # y > 0 (y is the block's output, which the next layer keeps anyway).
+    # ``with_residual`` is None (no residual), () or (y,) (with ReLU).
+    with_residual = None if residual is None else ((y,) if relu else ())
+    return (y, mean, var), (x, scale, bias, mean, inv, with_residual)
+
+
+def _bn_bwd(epsilon, relu, res, cts):
+    del epsilon
+    x, scale, bias, mean, inv, with_residual = res
+    dy, dmean, dvar = cts
+    axes = tuple(range(x.ndim - 1))
+    n = x.size // x.shape[-1]
+    xc = x.astype(jnp.float32) - mean
+    xhat = xc * inv
+    dy = dy.astype(jnp.float32)
+    if relu:
+        positive = (xhat * scale + bias > 0) if with_residual is None else (with_residual[0] > 0)
+        dy = jnp.where(positive, dy, 0.0)
+    dbias = jnp.sum(dy, axes)
+    dscale = jnp.sum(dy * xhat, axes)
+    dx = (scale * inv) * (dy - (dbias + xhat * dscale) / n) + (dmean + 2.0 * dvar * xc) / n
+    dresidual = None if with_residual is None else dy.astype(x.dtype)
+    return dx.astype(x.dtype), dscale, dbias, dresidual
+
+
+batch_norm_train.defvjp(_bn_fwd, _bn_bwd)
+
+
+class BatchNorm(nn.Module):
+    """``nn.BatchNorm`` over the last axis with a fused ``+ residual`` and ReLU.
+
+    Same variables as ``nn.BatchNorm`` (params ``scale``, ``bias``; batch_stats
+    ``mean``, ``var``), the same update ``ra = momentum * ra + (1 - momentum) *
+    batch`` (biased variance, not updated during ``init``) and the same values;
+    in train mode the gradient is ``batch_norm_train``'s closed form.
+
+    ``BatchNorm(...)(x, residual, relu=True)`` is ``relu(BatchNorm(...)(x) + residual)``
+    in one step.
+    """
+
+    use_running_average: bool = False
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, residual: jax.Array | None = None, *, relu: bool = False) -> jax.Array:
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype).astype(jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype).astype(jnp.float32)
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+        if self.use_running_average:
+            y = (x.astype(jnp.float32) - ra_mean.value) * (scale * jax.lax.rsqrt(ra_var.value + self.epsilon)) + bias
+            if residual is not None:
+                y = y + residual.astype(jnp.float32)
+            if relu:
+                y = jnp.maximum(y, 0.0)
+            return y.astype(self.dtype)
+        if residual is not None:
+            residual = residual.astype(x.dtype)
+        y, mean, var = batch_norm_train(x, scale, bias, residual, self.epsilon, relu)
+        if not self.is_initializing():
+            ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+            ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+        return y.astype(self.dtype)
+
+
+def norm_act(norm: nn.Module, act: Callable[[jax.Array], jax.Array], x: jax.Array, residual: jax.Array | None = None):
+    """``act(norm(x) + residual)``; one fused step when ``norm`` is ``BatchNorm`` and ``act`` ReLU."""
+    if isinstance(norm, BatchNorm) and act is nn.relu:
+        return norm(x, residual, relu=True)
+    y = norm(x)
+    return act(y if residual is None else y + residual)
 
 
 class BasicBlock(nn.Module):
@@ -108,7 +277,7 @@ class BasicBlock(nn.Module):
     strides: int = 1
     conv: ModuleDef = nn.Conv
     conv1x1: ModuleDef = Conv1x1
-    norm: ModuleDef = nn.BatchNorm
+    norm: ModuleDef = BatchNorm
     act: Callable[[jax.Array], jax.Array] = nn.relu
 
     expansion = 1
@@ -117,13 +286,12 @@ class BasicBlock(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         residual = x
         y = self.conv(self.planes, (3, 3), self.strides, padding=((1, 1), (1, 1)), name="conv1")(x)
-        y = self.act(self.norm(name="bn1")(y))
+        y = norm_act(self.norm(name="bn1"), self.act, y)
         y = self.conv(self.planes, (3, 3), padding=((1, 1), (1, 1)), name="conv2")(y)
-        y = self.norm(name="bn2")(y)
         if self.strides != 1 or x.shape[-1] != self.planes * self.expansion:
             residual = self.conv1x1(self.planes * self.expansion, self.strides, name="downsample_0")(x)
             residual = self.norm(name="downsample_1")(residual)
-        return self.act(y + residual)
+        return norm_act(self.norm(name="bn2"), self.act, y, residual)
 
 
 class Bottleneck(nn.Module):
@@ -133,7 +301,7 @@ class Bottleneck(nn.Module):
     strides: int = 1
     conv: ModuleDef = nn.Conv
     conv1x1: ModuleDef = Conv1x1
-    norm: ModuleDef = nn.BatchNorm
+    norm: ModuleDef = BatchNorm
     act: Callable[[jax.Array], jax.Array] = nn.relu
 
     expansion = 4
@@ -142,15 +310,14 @@ class Bottleneck(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         residual = x
         y = self.conv1x1(self.planes, name="conv1")(x)
-        y = self.act(self.norm(name="bn1")(y))
+        y = norm_act(self.norm(name="bn1"), self.act, y)
         y = self.conv(self.planes, (3, 3), self.strides, padding=((1, 1), (1, 1)), name="conv2")(y)
-        y = self.act(self.norm(name="bn2")(y))
+        y = norm_act(self.norm(name="bn2"), self.act, y)
         y = self.conv1x1(self.planes * self.expansion, name="conv3")(y)
-        y = self.norm(name="bn3")(y)
         if self.strides != 1 or x.shape[-1] != self.planes * self.expansion:
             residual = self.conv1x1(self.planes * self.expansion, self.strides, name="downsample_0")(x)
             residual = self.norm(name="downsample_1")(residual)
-        return self.act(y + residual)
+        return norm_act(self.norm(name="bn3"), self.act, y, residual)
 
 
 class ResNet(nn.Module):
@@ -164,6 +331,8 @@ class ResNet(nn.Module):
       width: channels of the stem and of the first stage (torchvision: 64).
       dtype: computation dtype; parameters are always float32.
       matmul_1x1: compute 1x1 convolutions as matmuls (same parameters either way).
+      fused_norm: use ``BatchNorm`` (closed-form gradient, fused residual and
+        ReLU) instead of ``nn.BatchNorm`` (same variables and values either way).
     """
 
     stage_sizes: Sequence[int]
@@ -172,6 +341,7 @@ class ResNet(nn.Module):
     width: int = 64
     dtype: Any = jnp.float32
     matmul_1x1: bool = True
+    fused_norm: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -198,7 +368,7 @@ class ResNet(nn.Module):
                 features, (1, 1), strides, padding="VALID", **kw
             )
         norm = functools.partial(
-            nn.BatchNorm,
+            BatchNorm if self.fused_norm else nn.BatchNorm,
             use_running_average=not train,
             momentum=0.9,
             epsilon=1e-5,
@@ -208,7 +378,7 @@ class ResNet(nn.Module):
 
         x = x.astype(self.dtype)
         x = conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), name="conv1")(x)
-        x = nn.relu(norm(name="bn1")(x))
+        x = norm_act(norm(name="bn1"), nn.relu, x)
         x = max_pool_3x3_s2(x)
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
@@ -239,6 +409,7 @@ def resnet(
     width: int = 64,
     dtype: Any = jnp.float32,
     matmul_1x1: bool = True,
+    fused_norm: bool = True,
     name: str | None = None,
 ) -> ResNet:
     """Builds a torchvision-layout ResNet.
@@ -250,6 +421,8 @@ def resnet(
       width: stem / first-stage channels (64 in torchvision; e.g. 8 for tests).
       dtype: computation dtype (``jnp.bfloat16`` for mixed precision).
       matmul_1x1: compute 1x1 convolutions as matmuls (faster on CPU).
+      fused_norm: use ``BatchNorm`` rather than ``nn.BatchNorm`` (faster to
+        differentiate; same variables and values).
       name: the module name (when built inside another module).
 
     Returns:
@@ -267,6 +440,7 @@ def resnet(
         width=width,
         dtype=dtype,
         matmul_1x1=matmul_1x1,
+        fused_norm=fused_norm,
         name=name,
     )
 
