@@ -312,11 +312,10 @@ def lbs(model: SMPLModel, rotmats: jnp.ndarray, betas: jnp.ndarray
                                model.shapedirs, model.posedirs, model.lbs_weights)
 
     if len(starts) == 1:
-        # One chunk: plain code (autodiff), so that XLA can run the pose blend
-        # shapes concurrently with the joint regression and the chain.
-        v_posed = ((model.shapedirs.reshape(num_vertices * 3, -1) @ betas.T
-                    + model.posedirs.reshape(num_vertices * 3, -1) @ pose_feature.T
-                    ).reshape(num_vertices, 3, n) + model.v_template[:, :, None])
+        # One chunk: the blend shapes outside the skinning VJP, so that XLA can
+        # run them concurrently with the joint regression and the chain.
+        v_posed = _blend_shapes(pose_feature, betas, model.v_template, model.shapedirs,
+                                model.posedirs)
         chunks = _skin_points(v_posed, per_joint, model.lbs_weights)[None]
     else:
         chunks = jax.lax.map(one_chunk, starts)  # (num_chunks, C, 3, N)
@@ -399,14 +398,23 @@ def _take(array, start, chunk):
 def _chunk_intermediates(start, chunk, pose_feature, betas, per_joint, v_template, shapedirs,
                          posedirs, lbs_weights):
     """``v_posed (C, 3, N)`` and ``blended (C, 3, 4, N)`` of a chunk."""
-    n = pose_feature.shape[0]
-    # Shape and pose blend shapes, each one (C * 3, K) @ (K, N) matmul.
-    v_posed = (_take(shapedirs, start, chunk).reshape(chunk * 3, -1) @ betas.T
-               + _take(posedirs, start, chunk).reshape(chunk * 3, -1) @ pose_feature.T
-               ).reshape(chunk, 3, n) + _take(v_template, start, chunk)[:, :, None]
-    # Each vertex's transform: the skinning-weighted sum of its joints' transforms.
-    blended = (_take(lbs_weights, start, chunk) @ per_joint).reshape(chunk, 3, 4, n)
-    return v_posed, blended
+    v_posed = _blend_shapes(pose_feature, betas, _take(v_template, start, chunk),
+                            _take(shapedirs, start, chunk), _take(posedirs, start, chunk))
+    return v_posed, _blend_transforms(_take(lbs_weights, start, chunk), per_joint)
+
+
+def _blend_shapes(pose_feature, betas, v_template, shapedirs, posedirs):
+    """``(C, 3, N)`` template plus shape and pose blend shapes of C vertices,
+    each one ``(C * 3, K) @ (K, N)`` matmul."""
+    c = v_template.shape[0]
+    return ((shapedirs.reshape(c * 3, -1) @ betas.T + posedirs.reshape(c * 3, -1) @ pose_feature.T
+             ).reshape(c, 3, -1) + v_template[:, :, None])
+
+
+def _blend_transforms(lbs_weights, per_joint):
+    """``(C, 3, 4, N)``: each vertex's transform, the skinning-weighted sum of
+    its joints' ``per_joint (J, 12 N)`` transforms."""
+    return (lbs_weights @ per_joint).reshape(lbs_weights.shape[0], 3, 4, -1)
 
 
 def _blend_and_skin_fwd(start, chunk, *args):
@@ -461,8 +469,7 @@ def _apply_transforms_vjp(grad, blended, v_posed):
 def _skin_points(v_posed, per_joint, lbs_weights):
     """Skinning of posed-template points ``(C, 3, N)`` with weights ``(C, J)``
     and ``per_joint (J, 12 N)`` transforms -> ``(C, 3, N)`` (the one-chunk path)."""
-    c, _, n = v_posed.shape
-    return _apply_transforms((lbs_weights @ per_joint).reshape(c, 3, 4, n), v_posed)
+    return _apply_transforms(_blend_transforms(lbs_weights, per_joint), v_posed)
 
 
 def _skin_points_fwd(v_posed, per_joint, lbs_weights):
@@ -471,8 +478,7 @@ def _skin_points_fwd(v_posed, per_joint, lbs_weights):
 
 def _skin_points_bwd(residuals, grad):
     v_posed, per_joint, lbs_weights = residuals
-    c, _, n = v_posed.shape
-    blended = (lbs_weights @ per_joint).reshape(c, 3, 4, n)
+    blended = _blend_transforms(lbs_weights, per_joint)
     grad_blended, grad_v_posed = _apply_transforms_vjp(grad, blended, v_posed)
     return grad_v_posed, lbs_weights.T @ grad_blended, grad_blended @ per_joint.T
 
