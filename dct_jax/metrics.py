@@ -2,13 +2,74 @@
 
 Each function returns per-example values ``(...,)``; the caller averages over
 the examples it counts (and drops duplicates). Pure JAX, jit-safe.
+
+3D metrics take points in metres and return millimetres: :func:`mpjpe`,
+:func:`pve` (no alignment), :func:`pa_mpjpe` (after a similarity Procrustes).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+import jax
 import jax.numpy as jnp
+import numpy as np
+
+from dct_jax import geometry
+
+_MM_PER_M = 1000.0
+
+
+def mpjpe(pred: jnp.ndarray, gt: jnp.ndarray) -> jnp.ndarray:
+    """Mean per-joint position error, no alignment.
+
+    Args:
+      pred: ``(..., N, 3)`` predicted joints, metres.
+      gt: ``(..., N, 3)`` ground-truth joints, metres.
+
+    Returns:
+      ``(...,)`` mean Euclidean distance in millimetres.
+    """
+    pred, gt = _check_points3d(pred, gt)
+    return _mean_distance(pred, gt) * _MM_PER_M
+
+
+def pve(pred: jnp.ndarray, gt: jnp.ndarray) -> jnp.ndarray:
+    """Per-vertex error: :func:`mpjpe` over mesh vertices ``(..., V, 3)`` (metres -> mm)."""
+    return mpjpe(pred, gt)
+
+
+def pa_mpjpe(pred: jnp.ndarray, gt: jnp.ndarray) -> jnp.ndarray:
+    """MPJPE after aligning ``pred`` to ``gt`` by a similarity Procrustes.
+
+    SPIN's ``compute_similarity_transform`` (``geometry.procrustes_align``):
+    both centred, rotation from the SVD of the cross-covariance with a sign fix
+    so ``det R = +1``, scale ``tr(R K) / var(pred)``, then the translation.
+
+    Args:
+      pred: ``(..., N, 3)`` predicted joints, metres.
+      gt: ``(..., N, 3)`` ground-truth joints, metres.
+
+    Returns:
+      ``(...,)`` mean Euclidean distance after alignment, millimetres.
+    """
+    pred, gt = _check_points3d(pred, gt)
+    return _mean_distance(geometry.procrustes_align(pred, gt, scale=True), gt) * _MM_PER_M
+
+
+def _check_points3d(pred, gt) -> tuple[jnp.ndarray, jnp.ndarray]:
+    pred, gt = jnp.asarray(pred), jnp.asarray(gt)
+    if pred.ndim < 2 or pred.shape[-1] != 3 or pred.shape != gt.shape:
+        raise ValueError(f"pred and gt must both be (..., N, 3), got {pred.shape}, {gt.shape}")
+    return pred, gt
+
+
+def _mean_distance(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    """``(..., N, 3)`` pairs -> ``(...,)`` mean Euclidean distance (finite gradient at 0)."""
+    diff = a - b
+    sq = jnp.sum(diff * diff, axis=-1)
+    dist = jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
+    return jnp.mean(dist, axis=-1)
 
 
 def dense_keypoint_distance(
@@ -35,13 +96,19 @@ def dense_keypoint_distance(
 
     Returns:
       ``(...,)`` weighted mean distance; 0 for an example whose weights sum to 0.
+      Points of weight 0 are selected out, so NaN/inf there does not leak into
+      the value or gradient. Negative weights raise ``ValueError`` when
+      concrete and are clamped to 0 under ``jit``.
     """
     pred_xy, target_xy, weight = jnp.asarray(pred_xy), jnp.asarray(target_xy), jnp.asarray(weight)
     if pred_xy.shape[-1:] != (2,) or pred_xy.shape != target_xy.shape:
         raise ValueError(f"pred_xy and target_xy must both be (..., N, 2), got {pred_xy.shape}, {target_xy.shape}")
     if weight.shape != pred_xy.shape[:-1]:
         raise ValueError(f"weight must be {pred_xy.shape[:-1]}, got {weight.shape}")
-    diff = pred_xy - target_xy
+    if not isinstance(weight, jax.core.Tracer) and np.any(np.asarray(weight) < 0):
+        raise ValueError(f"weight must be non-negative, got min {np.asarray(weight).min()}")
+    weight = jnp.maximum(weight, 0)
+    diff = jnp.where(weight[..., None] > 0, pred_xy - target_xy, 0.0)
     if norm == "l1":
         dist = jnp.sum(jnp.abs(diff), axis=-1)
     elif norm == "l2":
