@@ -354,7 +354,7 @@ def encode_image(rgb: np.ndarray, *, ext: str = ".jpg", quality: int = 90) -> by
 def decode_image(data: bytes) -> np.ndarray:
     """Encoded ``image`` bytes -> ``(H, W, 3)`` uint8 RGB."""
     bgr = _decode(data, cv2.IMREAD_COLOR, "image")
-    return np.ascontiguousarray(bgr[..., ::-1])
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def encode_iuv(iuv: np.ndarray) -> bytes:

@@ -1,0 +1,118 @@
+r"""The paper's training setup (DCT, Rong et al. ICCV 2019; official code defaults).
+
+Every experiment config imports this and overrides what differs. Fields that
+scripts rely on (DESIGN.md, "Interfaces"): ``seed``, ``dataset``, ``data_dir``,
+``batch_size`` (global), ``num_train_steps``, ``learning_rate``,
+``eval_every_steps``, ``checkpoint_every_steps``, ``model``. Any field can be
+overridden on the command line, e.g. ``--config.num_train_steps=100``.
+
+    python run_train.py --config=configs/default.py --workdir=/tmp/dct
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# Table 3's supervision settings -> (3D labels kept on this fraction of records,
+# 3D loss on, dense loss on). Official weights: keypoint 10, 3D 10, dense 1
+# with 3D supervision and 10 without.
+SUPERVISIONS = {
+    "3d_dense": (1.0, True, True),
+    "3d20_dense": (0.2, True, True),
+    "3d": (1.0, True, False),
+    "dense": (1.0, False, True),
+    "2d": (1.0, False, False),
+}
+# Table 3's inputs -> (main branch input, auxiliary branch input or None).
+INPUTS = {
+    "image": ("image", None),
+    "iuv": ("iuv", None),
+    "seg": ("segmentation", None),
+    "image_iuv": ("image", "iuv"),
+    "image_seg": ("image", "segmentation"),
+}
+
+
+def apply_supervision(config: ml_collections.ConfigDict, supervision: str) -> None:
+    """Sets the loss weights and the 3D fraction of a Table 3 supervision setting."""
+    if supervision not in SUPERVISIONS:
+        raise ValueError(f"unknown supervision {supervision!r}; expected one of {sorted(SUPERVISIONS)}")
+    fraction, use_3d, use_dense = SUPERVISIONS[supervision]
+    config.supervision = supervision
+    config.data.smpl_fraction = fraction
+    config.loss.keypoint = 10.0
+    config.loss.smpl = 10.0 if use_3d else 0.0
+    config.loss.joints3d = 10.0 if use_3d else 0.0
+    config.loss.dense = (1.0 if use_3d else 10.0) if use_dense else 0.0
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    # A builder name of datasets/ (python -m datasets list) or a built directory D/NAME/VERSION.
+    config.dataset = "synthetic"
+    config.data_dir = "~/tensorflow_datasets"
+    config.train_split = "train"
+    config.eval_split = "test"
+    # Build a generated dataset (synthetic) into data_dir when it is missing.
+    config.build_dataset_if_missing = False
+    config.build_split_sizes = ml_collections.ConfigDict({"train": 2000, "test": 200})
+    # The body model of the dataset's records: None = the free default body;
+    # a path = an SMPL .pkl/.npz (real datasets are annotated on SMPL).
+    config.smpl_path = ml_collections.FieldReference(None, field_type=str)
+
+    config.batch_size = 128  # global, over all devices and hosts
+    config.eval_batch_size = 64
+    config.num_train_steps = 20 * 2000 // 128  # paper: 20 epochs (of the dataset in use)
+    config.learning_rate = 1e-4
+    config.end_learning_rate = 0.0  # cosine decay to this
+    config.warmup_steps = 0
+    config.grad_clip_norm = 0.0  # 0 = no clipping (as the official code)
+
+    config.log_every_steps = 50
+    config.image_summary_every_steps = 500  # 0 = never
+    config.eval_every_steps = 1000
+    config.checkpoint_every_steps = 500
+    config.max_checkpoints_to_keep = 3
+    # A non-finite loss or gradient skips the update; this many in a row stop the run.
+    config.max_consecutive_nonfinite = 20
+    # Stop when more than this fraction of the records read so far are unusable.
+    config.max_skipped_fraction = 0.5
+
+    config.data = ml_collections.ConfigDict()
+    config.data.image_size = 224
+    config.data.num_dense = 400  # official dp_num_max
+    config.data.dense_source = "auto"  # annotation | iuv | auto | none
+    config.data.refine_iuv = True
+    config.data.smpl_fraction = 1.0
+    config.data.scale_jitter = 0.2
+    config.data.translate_jitter = 0.1
+    config.data.flip_prob = 0.5
+    config.data.workers = 0  # grain worker processes (0: in the training process)
+    config.data.threads = 4  # grain read/prefetch threads per process
+
+    config.model = ml_collections.ConfigDict()
+    config.model.inputs = "image_iuv"  # image | iuv | seg | image_iuv | image_seg
+    config.model.depth = ml_collections.FieldReference(None, field_type=int)  # None: 101 single, 50 two-branch
+    config.model.aux_depth = 18
+    config.model.width = 64
+    config.model.feature_dim = 1024
+    config.model.hidden_dim = 1024
+    config.model.dtype = "float32"  # or bfloat16 (parameters stay float32)
+    # torchvision-format ImageNet weights (.safetensors or .pth) for the encoders; nothing is downloaded.
+    config.model.init_image_from = ml_collections.FieldReference(None, field_type=str)
+    config.model.init_aux_from = ml_collections.FieldReference(None, field_type=str)
+    # HMR's neutral_smpl_mean_params.h5 (or .npz); None: zero pose and betas.
+    config.model.mean_params_path = ml_collections.FieldReference(None, field_type=str)
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.keypoint = 10.0
+    config.loss.smpl = 10.0
+    config.loss.joints3d = 10.0
+    config.loss.dense = 1.0
+    # Also supervise 3D joints with the joints of records' ground-truth SMPL
+    # parameters (the official code uses joints only where a dataset has them).
+    config.loss.joints3d_from_smpl = False
+    config.supervision = "3d_dense"
+    apply_supervision(config, "3d_dense")
+    return config

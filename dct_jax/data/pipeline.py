@@ -1,0 +1,457 @@
+"""Input pipeline: dataset records -> fixed-shape training / evaluation examples (grain).
+
+Records (``dct_jax.data.schema``) are read from a TFDS ``array_record`` data
+source (no TensorFlow), turned into examples by :class:`ProcessRecord` and
+batched by grain. One example (all numpy, fixed shapes; ``S`` the image size,
+``N`` the dense keypoints per example):
+
+  ``image``               ``(S, S, 3)`` uint8 RGB crop (zero-padded where the crop leaves the image),
+                          if asked for
+  ``iuv``                 ``(S, S, 3)`` uint8 IUV crop (I, 255 U, 255 V), if asked for
+  ``segmentation``        ``(S, S)`` uint8 part crop, if asked for
+  ``keypoints``           ``(19, 2)`` float32 cocoplus19 keypoints, normalized crop coordinates
+  ``keypoints_weight``    ``(19,)`` float32: 1 where labelled (visibility > 0)
+  ``smpl_pose``           ``(72,)``, ``smpl_betas`` ``(10,)`` float32, ``has_smpl`` float32
+  ``joints``              ``(24, 3)`` float32 posed joints (camera frame), ``has_joints``
+  ``camera``              ``(3,)`` float32 weak-perspective camera of *this* crop, ``has_camera``
+  ``dense_xy``            ``(N, 2)`` float32 normalized crop coordinates of the dense keypoints
+  ``dense_vertex_ids``    ``(N, 3)`` int32, ``dense_barycentric`` ``(N, 3)`` float32: their
+                          surface points (phi), ``dense_weight`` ``(N,)`` (0 = padding)
+  ``has_dense``           float32
+  ``valid``               float32: 0 for a skipped (corrupt) record or eval padding
+  ``skipped``             float32: 1 for a record that could not be used
+  ``record_index``        int64 index of the record in its split
+  ``image_id``            str (evaluation keeps one result per image)
+  ``error``               str, why a record was skipped ("" otherwise)
+
+The ``has_*`` flags and weights are per example so that one batch mixes
+supervision kinds; the losses mask with them.
+
+Augmentation (training): the record's ``crop_box`` is scaled by
+``U(1 - scale_jitter, 1 + scale_jitter)`` and shifted by up to
+``translate_jitter`` of its side; then with probability ``flip_prob`` every
+field is mirrored consistently (``dct_jax.data.flip``). Evaluation uses the
+crop box as it is. Given the seed, every example is a pure function of
+(seed, position in the stream): grain derives each example's generator.
+
+A record that fails to read, decode or validate does not stop the run: it
+becomes an example with ``valid = 0``, ``skipped = 1`` and its ``error``, which
+the losses ignore and the trainer counts and logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import zlib
+from typing import Any, Mapping, Sequence
+
+import cv2
+import grain
+import numpy as np
+
+from dct_jax import densepose
+from dct_jax.data import schema
+
+INPUT_KINDS = ("image", "iuv", "segmentation")
+DENSE_SOURCES = ("auto", "annotation", "iuv", "none")
+_STR_KEYS = ("image_id", "error")
+# What bad data raises (a corrupt or inconsistent record); anything else is a bug and propagates.
+DATA_ERRORS = (ValueError, KeyError, IndexError, OSError, EOFError, cv2.error)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleSpec:
+    """What :class:`ProcessRecord` makes.
+
+    Attributes:
+      image_size: side ``S`` of the square crops.
+      inputs: which image-like fields to decode and crop (``image``, ``iuv``,
+        ``segmentation``: what the model takes).
+      num_dense: dense keypoints per example ``N`` (official: 400).
+      dense_source: ``"annotation"`` (the record's ``dp_*``), ``"iuv"`` (sampled
+        from the record's IUV map after the paper's refinement), ``"auto"``
+        (annotation if present, else IUV), ``"none"``.
+      refine_iuv: refine the IUV map (paper Sec. 3.2) before using it as input
+        and before sampling dense keypoints from it.
+      smpl_fraction: keep ``has_smpl`` on this fraction of records, chosen by
+        record id (stable across runs; Table 3's "20% 3D" is 0.2).
+      scale_jitter, translate_jitter, flip_prob: training augmentation.
+      smpl_path: the SMPL model file for records with ``body_model == "smpl"``
+        (needed to flip them: the vertex mirror comes from the template).
+    """
+
+    image_size: int = 224
+    inputs: tuple[str, ...] = ("image",)
+    num_dense: int = 400
+    dense_source: str = "auto"
+    refine_iuv: bool = True
+    smpl_fraction: float = 1.0
+    scale_jitter: float = 0.0
+    translate_jitter: float = 0.0
+    flip_prob: float = 0.0
+    smpl_path: str | None = None
+
+    def __post_init__(self):
+        unknown = sorted(set(self.inputs) - set(INPUT_KINDS))
+        if unknown:
+            raise ValueError(f"unknown inputs {unknown}; expected some of {INPUT_KINDS}")
+        if self.dense_source not in DENSE_SOURCES:
+            raise ValueError(f"dense_source must be one of {DENSE_SOURCES}, got {self.dense_source!r}")
+        if self.image_size < 16 or self.num_dense < 1:
+            raise ValueError(f"need image_size >= 16 and num_dense >= 1, got {self.image_size}, {self.num_dense}")
+        if not 0.0 <= self.smpl_fraction <= 1.0 or not 0.0 <= self.flip_prob <= 1.0:
+            raise ValueError("smpl_fraction and flip_prob must be in [0, 1]")
+        if not 0.0 <= self.scale_jitter < 1.0 or self.translate_jitter < 0.0:
+            raise ValueError("need 0 <= scale_jitter < 1 and translate_jitter >= 0")
+
+    def without_augmentation(self) -> "ExampleSpec":
+        return dataclasses.replace(self, scale_jitter=0.0, translate_jitter=0.0, flip_prob=0.0)
+
+
+# ----------------------------------------------------------------------------- body assets
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BodyAssets:
+    """What examples of one body model need: its chart (phi) and mirror (flip)."""
+
+    chart: densepose.Chart
+    mirror: Any  # dct_jax.data.flip.BodyMirror, built on first use
+
+
+@functools.lru_cache(maxsize=4)
+def body_assets(body_model: str, smpl_path: str | None = None, with_mirror: bool = True) -> BodyAssets:
+    """The chart and mirror of ``body_model`` (cached per process)."""
+    chart = densepose.load_chart(body_model)
+    mirror = None
+    if with_mirror:
+        from dct_jax import smpl  # noqa: PLC0415
+        from dct_jax.data import flip  # noqa: PLC0415
+
+        if body_model == "smpl" and smpl_path is None:
+            raise ValueError("flipping SMPL records needs the SMPL model: set config.smpl_path "
+                             "(or config.data.flip_prob = 0)")
+        model = smpl.load(smpl_path if body_model == "smpl" else None)
+        mirror = flip.load_body_mirror(model, chart)
+    return BodyAssets(chart=chart, mirror=mirror)
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def jitter_crop_box(crop_box: np.ndarray, rng: np.random.Generator, *, scale_jitter: float,
+                    translate_jitter: float) -> np.ndarray:
+    """``[x0, y0, side]`` -> a randomly scaled and shifted square (same centre without jitter)."""
+    x0, y0, side = (float(v) for v in crop_box)
+    cx, cy = x0 + 0.5 * side, y0 + 0.5 * side
+    if scale_jitter:
+        side *= rng.uniform(1.0 - scale_jitter, 1.0 + scale_jitter)
+    if translate_jitter:
+        cx += rng.uniform(-translate_jitter, translate_jitter) * side
+        cy += rng.uniform(-translate_jitter, translate_jitter) * side
+    return np.array([cx - 0.5 * side, cy - 0.5 * side, side], np.float64)
+
+
+def crop_camera(camera: np.ndarray, old_box: np.ndarray, new_box: np.ndarray) -> np.ndarray:
+    """A weak-perspective camera of crop ``old_box`` re-expressed for crop ``new_box``.
+
+    A point at normalized ``u`` of the old crop is at ``u * k + c`` of the new
+    one (``k = side / side'``, ``c = (side + 2 (x0 - x0')) / side' - 1``), so
+    ``s' = s k`` and ``t' = t + c / (s k)`` per axis.
+    """
+    s, tx, ty = (float(v) for v in camera)
+    x0, y0, side = (float(v) for v in old_box)
+    nx0, ny0, nside = (float(v) for v in new_box)
+    k = side / nside
+    cx = (side + 2.0 * (x0 - nx0)) / nside - 1.0
+    cy = (side + 2.0 * (y0 - ny0)) / nside - 1.0
+    scale = s * k
+    if abs(scale) < 1e-12:
+        raise ValueError(f"camera scale {s} is zero")
+    return np.array([scale, tx + cx / scale, ty + cy / scale], np.float32)
+
+
+def crop_image(image: np.ndarray, crop_box: np.ndarray, size: int, *, nearest: bool = False) -> np.ndarray:
+    """The square ``crop_box`` of ``image`` resized to ``size`` pixels, zero outside the image.
+
+    Pixel centres follow ``dct_jax.camera`` (pixel ``j`` covers ``[j, j + 1)``).
+    Bilinear (box-filtered first when shrinking by more than 1.5x) or nearest.
+    """
+    x0, y0, side = (float(v) for v in crop_box)
+    scale = size / side
+    interpolation = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    if not nearest and scale < 1.0 / 1.5:
+        # Cut at native resolution, then area-average down (no aliasing).
+        native = max(int(np.ceil(side)), size)
+        image = _warp(image, x0, y0, native / side, native, cv2.INTER_LINEAR)
+        return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return _warp(image, x0, y0, scale, size, interpolation)
+
+
+def _warp(image: np.ndarray, x0: float, y0: float, scale: float, size: int, interpolation: int) -> np.ndarray:
+    # Continuous out = scale * (in - x0); OpenCV samples at integer indices (pixel centres).
+    offset = 0.5 * scale - 0.5
+    matrix = np.array([[scale, 0.0, offset - scale * x0], [0.0, scale, offset - scale * y0]], np.float64)
+    return cv2.warpAffine(image, matrix, (size, size), flags=interpolation,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def in_smpl_subset(record_id: str, fraction: float) -> bool:
+    """Whether a record keeps its 3D labels when only ``fraction`` of records do (by id)."""
+    if fraction >= 1.0:
+        return True
+    return (zlib.crc32(record_id.encode()) % 10_000) < round(fraction * 10_000)
+
+
+# ----------------------------------------------------------------------------- transforms
+
+
+def empty_example(spec: ExampleSpec) -> dict[str, Any]:
+    """An all-zero example with ``valid = 0`` (the shape every example has)."""
+    s, n = spec.image_size, spec.num_dense
+    example = {
+        "keypoints": np.zeros((schema.NUM_KEYPOINTS, 2), np.float32),
+        "keypoints_weight": np.zeros((schema.NUM_KEYPOINTS,), np.float32),
+        "smpl_pose": np.zeros((schema.NUM_POSE,), np.float32),
+        "smpl_betas": np.zeros((schema.NUM_BETAS,), np.float32),
+        "has_smpl": np.float32(0),
+        "joints": np.zeros((schema.NUM_JOINTS, 3), np.float32),
+        "has_joints": np.float32(0),
+        "camera": np.zeros((3,), np.float32),
+        "has_camera": np.float32(0),
+        "dense_xy": np.zeros((n, 2), np.float32),
+        "dense_vertex_ids": np.zeros((n, 3), np.int32),
+        "dense_barycentric": np.zeros((n, 3), np.float32),
+        "dense_weight": np.zeros((n,), np.float32),
+        "has_dense": np.float32(0),
+        "valid": np.float32(0),
+        "skipped": np.float32(0),
+        "record_index": np.int64(-1),
+        "image_id": "",
+        "error": "",
+    }
+    if "image" in spec.inputs:
+        example["image"] = np.zeros((s, s, 3), np.uint8)
+    if "iuv" in spec.inputs:
+        example["iuv"] = np.zeros((s, s, 3), np.uint8)
+    if "segmentation" in spec.inputs:
+        example["segmentation"] = np.zeros((s, s), np.uint8)
+    return example
+
+
+class IndexedSource:
+    """A data source whose items are ``(index, record or exception text)``: reading never raises."""
+
+    def __init__(self, source: Any):
+        self._source = source
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> tuple[int, Any]:
+        index = int(index)
+        try:
+            return index, self._source[index]
+        except Exception as err:  # noqa: BLE001  (a corrupt record must not stop the run)
+            return index, f"unreadable record: {type(err).__name__}: {err}"
+
+
+class ProcessRecord(grain.transforms.RandomMap):
+    """``(index, record)`` -> example (see the module docstring); never raises on bad data."""
+
+    def __init__(self, spec: ExampleSpec, *, train: bool):
+        self.spec = spec if train else spec.without_augmentation()
+        self.train = train
+
+    def random_map(self, item: tuple[int, Any], rng: np.random.Generator) -> dict[str, Any]:
+        index, record = item
+        try:
+            if isinstance(record, str):
+                raise ValueError(record)
+            return self.process(record, rng, index=index)
+        except DATA_ERRORS as err:
+            example = empty_example(self.spec)
+            rid = record.get("record_id", b"?") if isinstance(record, Mapping) else b"?"
+            rid = rid.decode(errors="replace") if isinstance(rid, bytes) else str(rid)
+            example.update(skipped=np.float32(1), record_index=np.int64(index),
+                           error=f"record {index} ({rid}): {type(err).__name__}: {err}")
+            return example
+
+    def process(self, record: Mapping[str, Any], rng: np.random.Generator, *, index: int = -1) -> dict[str, Any]:
+        """One record -> one example (raises ``ValueError`` on a bad record)."""
+        spec = self.spec
+        record = {k: (v.item() if isinstance(v, np.ndarray) and v.dtype == object and v.ndim == 0 else v)
+                  for k, v in record.items()}
+        schema.validate_record(record)
+        text = lambda name: record[name].decode() if isinstance(record[name], bytes) else str(record[name])  # noqa: E731
+        record_id, body_model = text("record_id"), text("body_model")
+        height, width = (int(v) for v in np.asarray(record["image_shape"]))
+
+        box = np.asarray(record["crop_box"], np.float64)
+        if self.train:
+            box = jitter_crop_box(box, rng, scale_jitter=spec.scale_jitter,
+                                  translate_jitter=spec.translate_jitter)
+        size = spec.image_size
+        example = empty_example(spec)
+        example.update(valid=np.float32(1), record_index=np.int64(index), image_id=text("image_id"))
+        if "image" in spec.inputs:
+            image = schema.decode_image(record["image"])
+            if image.shape[:2] != (height, width):
+                raise ValueError(f"image decodes to {image.shape[:2]}, record says {(height, width)}")
+            example["image"] = crop_image(image, box, size)
+
+        has_kp = bool(record["has_keypoints"])
+        keypoints_px = np.asarray(record["keypoints"], np.float32)
+        visibility = np.asarray(record["keypoints_visibility"])
+        if has_kp:
+            example["keypoints"] = schema.image_to_crop(keypoints_px, box)
+            example["keypoints_weight"] = (visibility > 0).astype(np.float32)
+
+        iuv_full = None
+        if record["has_iuv"] and ("iuv" in spec.inputs or spec.dense_source in ("iuv", "auto")):
+            iuv_full = schema.decode_iuv(record["iuv"])
+            if iuv_full.shape[:2] != (height, width):
+                raise ValueError(f"iuv is {iuv_full.shape[:2]}, image {(height, width)}")
+            if spec.refine_iuv and has_kp:
+                iuv_full = densepose.refine_iuv(iuv_full, keypoints_px, visibility)
+        if "iuv" in spec.inputs:
+            if iuv_full is None:
+                raise ValueError("the model takes an IUV input but the record has none (has_iuv False)")
+            example["iuv"] = crop_image(iuv_full, box, size, nearest=True)
+        if "segmentation" in spec.inputs:
+            if not record["has_segmentation"]:
+                raise ValueError("the model takes a segmentation input but the record has none")
+            seg = schema.decode_segmentation(record["segmentation"])
+            example["segmentation"] = crop_image(seg, box, size, nearest=True)
+
+        if record["has_smpl"] and in_smpl_subset(record_id, spec.smpl_fraction):
+            example.update(smpl_pose=np.asarray(record["smpl_pose"], np.float32),
+                           smpl_betas=np.asarray(record["smpl_betas"], np.float32), has_smpl=np.float32(1))
+        if record["has_mesh"]:
+            example.update(joints=np.asarray(record["joints"], np.float32), has_joints=np.float32(1))
+        if record["has_camera"]:
+            example.update(camera=crop_camera(record["camera"], record["crop_box"], box),
+                           has_camera=np.float32(1))
+
+        dense = self._dense(record, iuv_full, body_model, rng)
+        if dense is not None:
+            xy, points, weight = dense
+            example.update(dense_xy=schema.image_to_crop(xy, box),
+                           dense_vertex_ids=points.vertex_ids.astype(np.int32),
+                           dense_barycentric=points.barycentric.astype(np.float32),
+                           dense_weight=weight.astype(np.float32),
+                           has_dense=np.float32(weight.sum() > 0))
+
+        if self.train and spec.flip_prob and rng.random() < spec.flip_prob:
+            from dct_jax.data import flip  # noqa: PLC0415
+
+            if not body_model:
+                raise ValueError("cannot flip a record without body_model")
+            mirror = body_assets(body_model, spec.smpl_path).mirror
+            example = flip.flip_example(example, mirror)
+        return example
+
+    def _dense(self, record, iuv_full, body_model: str, rng: np.random.Generator):
+        source = self.spec.dense_source
+        if source == "none" or not body_model:
+            return None
+        use_annotation = bool(record["has_dense"]) and source in ("annotation", "auto")
+        use_iuv = not use_annotation and iuv_full is not None and source in ("iuv", "auto")
+        if not (use_annotation or use_iuv):
+            return None
+        chart = body_assets(body_model, self.spec.smpl_path, with_mirror=False).chart
+        if use_annotation:
+            annotation = {k: record[k] for k in schema.DENSE_FIELDS}
+            annotation["bbox"] = record["bbox"]
+            return densepose.sample_dense_keypoints(chart, annotation, num=self.spec.num_dense, rng=rng)
+        return densepose.sample_dense_keypoints(chart, iuv_full, num=self.spec.num_dense, rng=rng)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def load_source(dataset: str, *, data_dir: str | None, split: str):
+    """The TFDS ``array_record`` data source of ``dataset``'s ``split`` (no TensorFlow).
+
+    ``dataset`` is a builder name of ``datasets/`` or a built directory
+    (``D/NAME/VERSION``).
+
+    Raises:
+      ValueError: unknown dataset, not built, or no such split; the message
+        says what to do.
+    """
+    import os  # noqa: PLC0415
+
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    if os.path.isdir(dataset):
+        builder = tfds.builder_from_directory(dataset)
+    else:
+        import datasets as datasets_lib  # noqa: PLC0415  (registers the builders)
+
+        builder_cls = datasets_lib.builder_class(dataset)  # ValueError lists the names
+        kwargs = {} if data_dir is None else {"data_dir": os.path.expanduser(data_dir)}
+        builder = builder_cls(**kwargs)
+        if not builder.is_prepared():
+            raise ValueError(
+                f"dataset {dataset!r} is not built in {builder.data_dir}; build it with "
+                f"`python -m datasets build {dataset} --data_dir={data_dir or '~/tensorflow_datasets'}`")
+    splits = sorted(builder.info.splits.keys())
+    if split not in splits:
+        raise ValueError(f"dataset {dataset!r} has no split {split!r}; it has {splits}")
+    return builder.as_data_source(split=split)
+
+
+def train_dataset(source: Any, spec: ExampleSpec, *, batch_size: int, seed: int,
+                  shard_index: int = 0, shard_count: int = 1) -> grain.MapDataset:
+    """Shuffled (every epoch anew), repeated, augmented batches of one process's shard."""
+    ds = grain.MapDataset.source(IndexedSource(source))
+    if shard_count > 1:
+        ds = ds[shard_index::shard_count]
+    if len(ds) == 0:
+        raise ValueError("the training split (shard) is empty")
+    ds = ds.shuffle(seed=seed).repeat(None)
+    ds = ds.random_map(ProcessRecord(spec, train=True), seed=seed)
+    return ds.batch(batch_size, drop_remainder=True, batch_fn=stack_examples)
+
+
+def eval_dataset(source: Any, spec: ExampleSpec, *, batch_size: int, shard_index: int = 0,
+                 shard_count: int = 1) -> grain.MapDataset:
+    """Every record once, in order, no augmentation; the last batch padded with ``valid = 0``."""
+    ds = grain.MapDataset.source(IndexedSource(source))
+    if shard_count > 1:
+        ds = ds[shard_index::shard_count]
+    ds = ds.random_map(ProcessRecord(spec, train=False), seed=0)
+    pad = (-len(ds)) % batch_size
+    if pad:
+        blank = empty_example(spec.without_augmentation())
+        ds = grain.MapDataset.concatenate([ds, grain.MapDataset.source([blank] * pad)])
+    return ds.batch(batch_size, drop_remainder=False, batch_fn=stack_examples)
+
+
+def make_iterator(ds: grain.MapDataset, *, workers: int = 0, prefetch_threads: int = 0):
+    """A checkpointable iterator over ``ds``; ``workers > 0`` uses worker processes.
+
+    The sequence does not depend on ``workers`` (grain's ``mp_prefetch``).
+    """
+    read = grain.ReadOptions(num_threads=max(prefetch_threads, 0), prefetch_buffer_size=max(prefetch_threads, 0))
+    it_ds = ds.to_iter_dataset(read)
+    if workers > 0:
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    return iter(it_ds)
+
+
+def stack_examples(examples: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """Batches examples: arrays stacked, strings into numpy str arrays."""
+    first = examples[0]
+    return {key: (np.array([e[key] for e in examples]) if key in _STR_KEYS
+                  else np.stack([np.asarray(e[key]) for e in examples]))
+            for key in first}
+
+
+def split_host_fields(batch: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``batch`` -> (arrays for the device, host-only fields: ids and errors)."""
+    device = {k: v for k, v in batch.items() if k not in _STR_KEYS and k != "record_index"}
+    host = {k: batch[k] for k in (*_STR_KEYS, "record_index") if k in batch}
+    return device, host

@@ -1,0 +1,526 @@
+"""Training: one jitted train step, the loop around it, checkpoints and summaries.
+
+``train_and_evaluate(config, workdir)`` is the whole job (``run_train.py`` calls
+it): it builds the model, the body model and the input pipeline from the
+config, restores the latest checkpoint in ``workdir/checkpoints`` if there is
+one (parameters, BatchNorm statistics, optimizer state, step and the data
+iterator, so a re-run resumes exactly), trains to ``config.num_train_steps``
+and evaluates (``dct_jax.evaluate``), writing ``workdir/eval_<split>.json``.
+
+The step itself (:func:`train_step`) is pure: ``(state, batch) -> (state,
+metrics)``; jit and sharding are applied where it is called. A non-finite
+loss or gradient leaves the state unchanged (the step counter still moves on)
+and is reported in the metrics; the loop logs it and stops after
+``config.max_consecutive_nonfinite`` such steps in a row.
+
+Data parallelism: the batch is sharded over ``Mesh(jax.devices(), ("data",))``
+with ``NamedSharding``; parameters and optimizer state are replicated; each
+process feeds its own shard of the data (``make_array_from_process_local_data``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any, Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from dct_jax import camera as camera_lib
+from dct_jax import densepose, geometry, keypoints, losses, smpl
+from dct_jax.data import pipeline
+from dct_jax.models import regressor as regressor_lib
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training (a pytree; checkpointed whole).
+
+    step: scalar int32. params, batch_stats: the Regressor's variables.
+    opt_state: optax state. nonfinite_steps: scalar int32, updates skipped so far.
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    nonfinite_steps: jax.Array
+
+
+# ----------------------------------------------------------------------------- factories
+
+
+def model_inputs(inputs: str) -> tuple[str, str | None]:
+    """``config.model.inputs`` -> (main input field, auxiliary input field or None)."""
+    table = {"image": ("image", None), "iuv": ("iuv", None), "seg": ("segmentation", None),
+             "image_iuv": ("image", "iuv"), "image_seg": ("image", "segmentation")}
+    if inputs not in table:
+        raise ValueError(f"config.model.inputs must be one of {sorted(table)}, got {inputs!r}")
+    return table[inputs]
+
+
+def create_model(model_config: ml_collections.ConfigDict) -> regressor_lib.Regressor:
+    """The Regressor that ``config.model`` describes."""
+    _, aux = model_inputs(model_config.inputs)
+    mean_params = None
+    if model_config.get("mean_params_path"):
+        mean_params = regressor_lib.load_mean_params(model_config.mean_params_path)
+    dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+    if model_config.dtype not in dtypes:
+        raise ValueError(f"config.model.dtype must be one of {sorted(dtypes)}, got {model_config.dtype!r}")
+    return regressor_lib.Regressor(
+        encoder="single" if aux is None else "two_branch",
+        depth=model_config.depth, aux_depth=model_config.aux_depth, width=model_config.width,
+        feature_dim=model_config.feature_dim or None, hidden_dim=model_config.hidden_dim,
+        mean_params=mean_params, dtype=dtypes[model_config.dtype])
+
+
+def example_spec(config: ml_collections.ConfigDict, *, train: bool) -> pipeline.ExampleSpec:
+    """The pipeline's :class:`~dct_jax.data.pipeline.ExampleSpec` for ``config``."""
+    main, aux = model_inputs(config.model.inputs)
+    inputs = (main,) + ((aux,) if aux else ())
+    d = config.data
+    spec = pipeline.ExampleSpec(
+        image_size=d.image_size, inputs=inputs, num_dense=d.num_dense,
+        dense_source=d.dense_source if (config.loss.dense > 0 or not train) else "none",
+        refine_iuv=d.refine_iuv, smpl_fraction=d.smpl_fraction if train else 1.0,
+        scale_jitter=d.scale_jitter, translate_jitter=d.translate_jitter, flip_prob=d.flip_prob,
+        smpl_path=config.smpl_path)
+    return spec if train else spec.without_augmentation()
+
+
+def create_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """Adam with a (warmed-up) cosine decay from ``learning_rate`` to ``end_learning_rate``."""
+    steps, warmup = max(int(config.num_train_steps), 1), int(config.warmup_steps)
+    if warmup > 0:
+        schedule = optax.warmup_cosine_decay_schedule(
+            init_value=0.0, peak_value=config.learning_rate, warmup_steps=warmup,
+            decay_steps=max(steps, warmup + 1), end_value=config.end_learning_rate)
+    else:
+        schedule = optax.cosine_decay_schedule(
+            config.learning_rate, steps, alpha=config.end_learning_rate / config.learning_rate)
+    parts = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm > 0 else []
+    return optax.chain(*parts, optax.adam(schedule)), schedule
+
+
+def loss_weights(config: ml_collections.ConfigDict) -> losses.LossWeights:
+    c = config.loss
+    return losses.LossWeights(keypoint=float(c.keypoint), smpl=float(c.smpl),
+                              joints3d=float(c.joints3d), dense=float(c.dense))
+
+
+def encode_inputs(batch: Mapping[str, jax.Array], inputs: str) -> tuple[jax.Array, jax.Array | None]:
+    """The network's inputs from a batch's uint8 crops (encodings of ``regressor``)."""
+    main, aux = model_inputs(inputs)
+
+    def encode(field: str) -> jax.Array:
+        if field == "image":
+            return regressor_lib.encode_image(batch["image"])
+        if field == "iuv":
+            return regressor_lib.encode_iuv(batch["iuv"])
+        return regressor_lib.encode_segmentation(batch["segmentation"])
+
+    return encode(main), (encode(aux) if aux else None)
+
+
+def initial_state(model: regressor_lib.Regressor, tx: optax.GradientTransformation,
+                  config: ml_collections.ConfigDict, rng: jax.Array) -> TrainState:
+    """Fresh variables (plus the ImageNet encoders the config names) and optimizer state."""
+    size = config.data.image_size
+    dummy = jnp.zeros((1, size, size, 3), jnp.float32)
+    _, aux = model_inputs(config.model.inputs)
+    init = jax.jit(functools.partial(model.init, train=False))  # op-by-op init is slow
+    variables = init(rng, dummy, dummy if aux else None)
+    variables = flax.core.unfreeze(variables)
+    for key, name, depth in (("init_image_from", "image_encoder", model.main_depth),
+                             ("init_aux_from", "aux_encoder", model.aux_depth)):
+        path = config.model.get(key)
+        if path:
+            from dct_jax.models import convert  # noqa: PLC0415
+
+            if name == "aux_encoder" and aux is None:
+                raise ValueError(f"config.model.{key} is set but the model has no auxiliary branch")
+            backbone = convert.load_torchvision(path, depth, width=config.model.width)
+            variables = convert.merge_backbone(variables, backbone, name)
+            logging.info("Initialized %s from %s", name, path)
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                      opt_state=tx.init(params), nonfinite_steps=jnp.zeros((), jnp.int32))
+
+
+# ----------------------------------------------------------------------------- the step
+
+
+def compute_losses(output: regressor_lib.RegressorOutput, batch: Mapping[str, jax.Array],
+                   body: smpl.SMPLModel, layout: keypoints.Layout, weights: losses.LossWeights,
+                   joints_from_smpl: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The paper's Eq. 5 on one batch: ``(total, {term: value})`` (unweighted terms).
+
+    Terms with weight 0 are not computed. Every term is masked per example
+    by ``valid`` and its supervision flag (see ``dct_jax.data.pipeline``).
+    The 3D joint term uses the records' joints (``has_joints``) and, with
+    ``joints_from_smpl``, also the joints of the ground-truth SMPL parameters
+    of records that have those instead (``has_smpl``).
+    """
+    batch_size = output.pose.shape[0]
+    valid = batch["valid"]
+    out = smpl.forward(body, output.pose, output.betas)
+    terms = {}
+    if weights.keypoint:
+        kp3d = keypoints.from_body(layout, out.vertices, out.joints)
+        kp2d = camera_lib.weak_perspective_project(kp3d, output.camera)
+        terms["keypoint"] = losses.keypoint_loss(kp2d, batch["keypoints"], batch["keypoints_weight"], mask=valid)
+    if weights.smpl:
+        target = geometry.rodrigues(batch["smpl_pose"].reshape(batch_size, 24, 3))
+        terms["smpl"] = losses.smpl_loss(out.rotmats, target, output.betas, batch["smpl_betas"],
+                                         valid * batch["has_smpl"])
+    if weights.joints3d:
+        target, mask = batch["joints"], batch["has_joints"]
+        if joints_from_smpl:
+            gt = jax.lax.stop_gradient(smpl.forward(body, batch["smpl_pose"], batch["smpl_betas"]).joints)
+            target = jnp.where(mask[:, None, None] > 0, target, gt)
+            mask = jnp.maximum(mask, batch["has_smpl"])
+        terms["joints3d"] = losses.joints3d_loss(out.joints, target, valid * mask)
+    if weights.dense:
+        points = densepose.SurfacePoints(batch["dense_vertex_ids"], batch["dense_barycentric"],
+                                         batch["dense_weight"] > 0)
+        pred_xy = densepose.project_surface_points(out.vertices, points, output.camera)
+        terms["dense"] = losses.dense_loss(pred_xy, batch["dense_xy"], batch["dense_weight"],
+                                           valid * batch["has_dense"])
+    return losses.total_loss(terms, weights), terms
+
+
+def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: regressor_lib.Regressor,
+               tx: optax.GradientTransformation, body: smpl.SMPLModel, layout: keypoints.Layout,
+               weights: losses.LossWeights, inputs: str,
+               joints_from_smpl: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step. Returns the new state and scalar metrics.
+
+    If the loss or any gradient is not finite the parameters, statistics and
+    optimizer state are kept, ``nonfinite_steps`` grows and ``metrics["finite"]``
+    is 0.
+    """
+    image, aux = encode_inputs(batch, inputs)
+
+    def loss_fn(params):
+        output, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
+                                      image, aux, train=True, mutable=["batch_stats"])
+        total, terms = compute_losses(output, batch, body, layout, weights, joints_from_smpl)
+        return total, (terms, updates["batch_stats"])
+
+    (total, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(total) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+    new_state = TrainState(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        batch_stats=keep(batch_stats, state.batch_stats),
+        opt_state=keep(opt_state, state.opt_state),
+        nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
+    metrics = {"loss": total, "grad_norm": grad_norm, "finite": finite.astype(jnp.float32),
+               "valid_examples": jnp.sum(batch["valid"]), "skipped_records": jnp.sum(batch["skipped"])}
+    metrics.update({f"loss_{k}": v for k, v in terms.items()})
+    return new_state, metrics
+
+
+def predict(variables: Mapping[str, Any], batch: Mapping[str, jax.Array], *,
+            model: regressor_lib.Regressor, inputs: str) -> regressor_lib.RegressorOutput:
+    """Inference (BatchNorm in eval mode) on a batch."""
+    image, aux = encode_inputs(batch, inputs)
+    return model.apply(variables, image, aux, train=False)
+
+
+# ----------------------------------------------------------------------------- sharding
+
+
+def data_mesh() -> jax.sharding.Mesh:
+    return jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def check_batch_size(batch_size: int, *, name: str = "batch_size") -> int:
+    """The per-process batch; a clear error when devices or processes do not divide it."""
+    devices, processes = jax.device_count(), jax.process_count()
+    if batch_size <= 0 or batch_size % devices:
+        raise ValueError(
+            f"config.{name}={batch_size} must be a positive multiple of the device count "
+            f"({devices}); set --config.{name} to e.g. {max(devices, batch_size // devices * devices or devices)}")
+    return batch_size // processes
+
+
+def to_global(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+    """A process-local batch -> global arrays sharded over the mesh's ``data`` axis."""
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+
+
+def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    return jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class _LibraryInfoFilter:
+    """Drops INFO logs of chatty libraries (orbax logs every save step by step)."""
+
+    _PATHS = (f"{os.sep}orbax{os.sep}", f"{os.sep}grain{os.sep}", f"{os.sep}tensorflow_datasets{os.sep}",
+              f"{os.sep}jax{os.sep}_src{os.sep}")
+
+    def filter(self, record) -> bool:
+        return record.levelno > 20 or not any(p in record.pathname for p in self._PATHS)
+
+
+def quiet_library_logs() -> None:
+    """Keeps warnings but hides library INFO chatter from absl's log output (run scripts call it)."""
+    logging.get_absl_handler().addFilter(_LibraryInfoFilter())
+
+
+
+def load_body(config: ml_collections.ConfigDict) -> tuple[smpl.SMPLModel, keypoints.Layout]:
+    """The body model the dataset is annotated on, and its cocoplus19 keypoint layout."""
+    body = smpl.load(config.smpl_path)
+    name = keypoints.body_for_num_vertices(body.num_vertices)
+    return body, keypoints.get_layout("cocoplus19", body=name)
+
+
+def prepare_dataset(config: ml_collections.ConfigDict) -> None:
+    """Builds a generated dataset into ``config.data_dir`` if asked and missing."""
+    if not config.get("build_dataset_if_missing") or os.path.isdir(config.dataset):
+        return
+    import datasets as datasets_lib  # noqa: PLC0415
+    import importlib  # noqa: PLC0415
+
+    data_dir = os.path.expanduser(config.data_dir)
+    builder = datasets_lib.builder_class(config.dataset)(data_dir=data_dir)
+    if builder.is_prepared():
+        return
+    if jax.process_index() == 0:
+        logging.info("Building dataset %s into %s", config.dataset, data_dir)
+        sizes = dict(config.build_split_sizes) if config.get("build_split_sizes") else None
+        importlib.import_module("datasets.__main__").build(config.dataset, data_dir=data_dir, split_sizes=sizes)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # noqa: PLC0415
+
+        multihost_utils.sync_global_devices("dataset built")
+
+
+class SummaryWriter:
+    """TensorBoard scalars and images (tensorboardX; no TensorFlow). A no-op off process 0."""
+
+    def __init__(self, logdir: str, enabled: bool = True):
+        self._writer = None
+        if enabled:
+            from tensorboardX import SummaryWriter as _Writer  # noqa: PLC0415
+
+            self._writer = _Writer(logdir)
+
+    def scalars(self, step: int, values: Mapping[str, float]) -> None:
+        if self._writer is not None:
+            for k, v in values.items():
+                self._writer.add_scalar(k, float(v), step)
+
+    def image(self, step: int, tag: str, image: np.ndarray) -> None:
+        if self._writer is not None:
+            self._writer.add_image(tag, image, step, dataformats="HWC")
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+def mesh_overlays(batch: Mapping[str, np.ndarray], output: regressor_lib.RegressorOutput,
+                  body: smpl.SMPLModel, *, count: int = 4) -> np.ndarray:
+    """``(S, count * S, 3)`` uint8: predicted meshes drawn over the first input crops.
+
+    The background is the image crop, or a false-colour view of the IUV /
+    segmentation input when the model does not see the image.
+    """
+    from dct_jax import render  # noqa: PLC0415
+
+    if "image" in batch:
+        backgrounds = np.asarray(batch["image"])
+    elif "iuv" in batch:
+        iuv = np.asarray(batch["iuv"]).astype(np.int32)
+        backgrounds = np.stack([iuv[..., 0] * 10, iuv[..., 1], iuv[..., 2]], -1).astype(np.uint8)
+    else:
+        backgrounds = np.repeat((np.asarray(batch["segmentation"]).astype(np.int32) * 10)[..., None], 3, -1)
+        backgrounds = backgrounds.astype(np.uint8)
+    count = min(count, backgrounds.shape[0])
+    out = smpl.forward(body, output.pose[:count], output.betas[:count])
+    vertices, cameras = np.asarray(out.vertices), np.asarray(output.camera[:count])
+    faces = np.asarray(body.faces)
+    size = backgrounds.shape[1]
+    tiles = [render.render(vertices[i], faces, cameras[i], size, "rgb", background=backgrounds[i], alpha=0.7)
+             for i in range(count)]
+    return np.concatenate(tiles, axis=1)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains (resuming from ``workdir``), then evaluates; returns the evaluation report."""
+    import grain  # noqa: PLC0415
+    import orbax.checkpoint as ocp  # noqa: PLC0415
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from dct_jax import evaluate  # noqa: PLC0415
+
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    is_main = jax.process_index() == 0
+    if is_main:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+    local_batch = check_batch_size(config.batch_size)
+    check_batch_size(config.eval_batch_size, name="eval_batch_size")
+    prepare_dataset(config)
+    train_source = pipeline.load_source(config.dataset, data_dir=config.data_dir, split=config.train_split)
+    pipeline.load_source(config.dataset, data_dir=config.data_dir, split=config.eval_split)  # fail early
+    body, layout = load_body(config)
+    _check_body_matches(train_source, layout.body)
+
+    model = create_model(config.model)
+    tx, schedule = create_optimizer(config)
+    weights = loss_weights(config)
+    mesh = data_mesh()
+    state = initial_state(model, tx, config, jax.random.key(config.seed))
+    num_params = sum(x.size for x in jax.tree.leaves(state.params))
+    logging.info("Model: %s inputs, %s encoder, %.2fM parameters; %d devices, %d processes, "
+                 "batch %d (%d per process)", config.model.inputs, model.encoder, num_params / 1e6,
+                 jax.device_count(), jax.process_count(), config.batch_size, local_batch)
+
+    ds = pipeline.train_dataset(train_source, example_spec(config, train=True), batch_size=local_batch,
+                                seed=config.seed, shard_index=jax.process_index(),
+                                shard_count=jax.process_count())
+    data_iter = pipeline.make_iterator(ds, workers=config.data.workers, prefetch_threads=config.data.threads)
+
+    manager = ocp.CheckpointManager(
+        os.path.join(workdir, "checkpoints"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=config.max_checkpoints_to_keep, create=True))
+    latest = manager.latest_step()
+    if latest is not None:
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, replicate(state, mesh))
+        restored = manager.restore(latest, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), data=grain.checkpoint.CheckpointRestore(data_iter)))
+        state = restored["state"]
+        logging.info("Resumed from step %d in %s", latest, manager.directory)
+    state = replicate(state, mesh)
+
+    step_fn = jax.jit(functools.partial(train_step, model=model, tx=tx, body=body, layout=layout,
+                                        weights=weights, inputs=config.model.inputs,
+                                        joints_from_smpl=config.loss.joints3d_from_smpl),
+                      donate_argnums=(0,))
+    predict_fn = jax.jit(functools.partial(predict, model=model, inputs=config.model.inputs))
+    writer = SummaryWriter(workdir, enabled=is_main)
+
+    def save(step: int) -> None:
+        manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter)))
+
+    def run_eval(step: int) -> dict[str, Any]:
+        report = evaluate.evaluate_split(config, {"params": state.params, "batch_stats": state.batch_stats},
+                                         model=model, body=body, layout=layout, split=config.eval_split,
+                                         step=step, predict_fn=predict_fn, mesh=mesh)
+        writer.scalars(step, {f"eval/{k}": v for k, v in report["metrics"].items()})
+        if is_main:
+            evaluate.write_report(report, workdir)
+        return report
+
+    step = int(state.step)
+    total_steps = int(config.num_train_steps)
+    consecutive_nonfinite, records_seen, records_skipped = 0, 0, 0
+    window_start, window_images = time.perf_counter(), 0
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not is_main,
+               dynamic_ncols=True)
+    try:
+        while step < total_steps:
+            host_batch = next(data_iter)
+            device_batch, host = pipeline.split_host_fields(host_batch)
+            for error in host["error"]:
+                if error:
+                    logging.warning("Skipped %s", error)
+            records_seen += len(host["error"])
+            records_skipped += int(np.sum(device_batch["skipped"]))
+            if records_skipped > config.max_skipped_fraction * max(records_seen, 2 * local_batch):
+                raise RuntimeError(
+                    f"{records_skipped} of the {records_seen} records read so far could not be used "
+                    f"(more than config.max_skipped_fraction={config.max_skipped_fraction}); last: "
+                    f"{next((e for e in host['error'] if e), 'see the log')}")
+            batch = to_global(device_batch, mesh)
+            state, metrics = step_fn(state, batch)
+            step += 1
+            window_images += config.batch_size
+            metrics = jax.device_get(metrics)
+            if not metrics["finite"]:
+                consecutive_nonfinite += 1
+                logging.error("Step %d: non-finite loss or gradient (loss %s); update skipped (%d in a row)",
+                              step, metrics["loss"], consecutive_nonfinite)
+                if consecutive_nonfinite >= config.max_consecutive_nonfinite:
+                    raise FloatingPointError(
+                        f"{consecutive_nonfinite} non-finite steps in a row up to step {step}; stopping "
+                        "(lower the learning rate or check the data)")
+            else:
+                consecutive_nonfinite = 0
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.4g}", refresh=False)
+            if step % config.log_every_steps == 0 or step == total_steps:
+                elapsed = time.perf_counter() - window_start
+                scalars = {f"train/{k}": v for k, v in metrics.items() if k != "finite"}
+                scalars.update({"train/learning_rate": schedule(step - 1), "train/images_per_second":
+                                window_images / max(elapsed, 1e-9),
+                                "train/skipped_records_total": records_skipped,
+                                "train/nonfinite_steps_total": int(state.nonfinite_steps)})
+                writer.scalars(step, scalars)
+                logging.info("step %d: %s", step, ", ".join(f"{k.split('/')[1]} {float(v):.4g}"
+                                                            for k, v in sorted(scalars.items())))
+                window_start, window_images = time.perf_counter(), 0
+            if config.image_summary_every_steps and step % config.image_summary_every_steps == 0 and is_main:
+                output = predict_fn({"params": state.params, "batch_stats": state.batch_stats}, batch)
+                local = {k: np.asarray(v) for k, v in device_batch.items()}
+                writer.image(step, "train/predicted_meshes", mesh_overlays(local, jax.device_get(output), body))
+            if step % config.checkpoint_every_steps == 0 or step == total_steps:
+                save(step)
+            if config.eval_every_steps and step % config.eval_every_steps == 0 and step != total_steps:
+                run_eval(step)
+                window_start, window_images = time.perf_counter(), 0
+        bar.close()
+        if manager.latest_step() != step:
+            save(step)
+        manager.wait_until_finished()
+        report = run_eval(step)
+    finally:
+        bar.close()
+        manager.close()
+        writer.close()
+    if is_main:
+        print(evaluate.format_report(report))
+    return report
+
+
+def _check_body_matches(source: Any, body_name: str) -> None:
+    """A clear error when the records are of another body model than the one loaded."""
+    for index in range(min(len(source), 8)):
+        try:
+            record = source[index]
+        except Exception:  # noqa: BLE001  (a corrupt record is the pipeline's business)
+            continue
+        name = record["body_model"]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        if name and name != body_name:
+            hint = ("set --config.smpl_path to your SMPL model file" if name == "smpl"
+                    else "unset config.smpl_path to use the default body")
+            raise ValueError(f"the dataset's records are annotated on body model {name!r} but the loaded "
+                             f"body model is {body_name!r}: {hint}")
+        return

@@ -1,0 +1,178 @@
+"""Tests for dct_jax.data.pipeline: crops, cameras, flips, determinism, bad records."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dct_jax import camera as camera_lib
+from dct_jax import densepose, keypoints, smpl
+from dct_jax.data import pipeline, schema
+
+
+@pytest.fixture(scope="module")
+def source(tiny_data_dir):
+    return pipeline.load_source("synthetic", data_dir=tiny_data_dir, split="train")
+
+
+@pytest.fixture(scope="module")
+def body():
+    return smpl.load(), keypoints.get_layout("cocoplus19", body="default")
+
+
+def _spec(**kwargs):
+    base = dict(image_size=48, inputs=("image", "iuv", "segmentation"), num_dense=60, refine_iuv=False)
+    base.update(kwargs)
+    return pipeline.ExampleSpec(**base)
+
+
+def _project(body, batch):
+    model, layout = body
+    out = smpl.forward(model, batch["smpl_pose"], batch["smpl_betas"])
+    kp = camera_lib.weak_perspective_project(keypoints.from_body(layout, out.vertices, out.joints), batch["camera"])
+    points = densepose.SurfacePoints(batch["dense_vertex_ids"], batch["dense_barycentric"], batch["dense_weight"] > 0)
+    dense = densepose.project_surface_points(out.vertices, points, batch["camera"])
+    return np.asarray(kp), np.asarray(dense)
+
+
+@pytest.mark.parametrize("flip_prob", [0.0, 1.0])
+def test_augmented_examples_stay_consistent(source, body, flip_prob):
+    # Jittered (and flipped) crops: the ground-truth body through the adjusted
+    # camera lands on the adjusted keypoints and dense keypoints.
+    spec = _spec(scale_jitter=0.3, translate_jitter=0.2, flip_prob=flip_prob)
+    batch = pipeline.train_dataset(source, spec, batch_size=6, seed=1)[0]
+    assert batch["valid"].all() and not batch["skipped"].any()
+    kp, dense = _project(body, batch)
+    labelled = batch["keypoints_weight"] > 0
+    assert labelled.sum() > 50
+    np.testing.assert_allclose(kp[labelled], batch["keypoints"][labelled], atol=1e-4)
+    weight = batch["dense_weight"] > 0
+    assert weight.sum() > 100
+    np.testing.assert_allclose(dense[weight], batch["dense_xy"][weight], atol=1e-4)
+
+
+def test_flipped_example_mirrors_the_unflipped_one(source):
+    # Same seed, same crop: with flip_prob 1 the image is the mirror of the unflipped one.
+    plain = pipeline.ProcessRecord(_spec(), train=True)
+    flipped = pipeline.ProcessRecord(_spec(flip_prob=1.0), train=True)
+    a = plain.random_map((0, source[0]), np.random.default_rng(5))
+    b = flipped.random_map((0, source[0]), np.random.default_rng(5))
+    np.testing.assert_array_equal(b["image"], a["image"][:, ::-1])
+    np.testing.assert_array_equal(b["segmentation"] > 0, a["segmentation"][:, ::-1] > 0)
+    perm = list(keypoints.COCOPLUS19_FLIP_PERM)
+    np.testing.assert_allclose(b["keypoints"][:, 0], -a["keypoints"][perm, 0], atol=1e-6)
+    np.testing.assert_allclose(b["camera"], a["camera"] * [1, -1, 1], atol=1e-6)
+
+
+def test_crop_image_pixel_convention():
+    image = np.arange(20 * 30 * 3, dtype=np.uint8).reshape(20, 30, 3)
+    np.testing.assert_array_equal(pipeline.crop_image(image, [5, 2, 10], 10), image[2:12, 5:15])
+    # Beyond the image: zero-padded.
+    out = pipeline.crop_image(image, [-4, -4, 8], 8, nearest=True)
+    assert not out[:4].any() and not out[:, :4].any()
+    np.testing.assert_array_equal(out[4:, 4:], image[:4, :4])
+    # Shrinking by 2 averages 2x2 blocks (no aliasing).
+    flat = np.zeros((8, 8, 3), np.uint8)
+    flat[::2, ::2] = 200
+    assert np.allclose(pipeline.crop_image(flat, [0, 0, 8], 4), 50, atol=1)
+
+
+def test_crop_camera_matches_crop_coordinates():
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(10, 3))
+    cam = np.array([0.8, 0.1, -0.2])
+    old, new = np.array([10.0, 20.0, 100.0]), np.array([-5.0, 30.0, 140.0])
+    xy_old = np.asarray(camera_lib.weak_perspective_project(points, cam))
+    pixels = schema.crop_to_image(xy_old, old)
+    expected = schema.image_to_crop(pixels, new)
+    got = np.asarray(camera_lib.weak_perspective_project(points, pipeline.crop_camera(cam, old, new)))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_deterministic_given_the_seed_and_resumable(source):
+    spec = _spec(scale_jitter=0.2, translate_jitter=0.1, flip_prob=0.5)
+    first = pipeline.make_iterator(pipeline.train_dataset(source, spec, batch_size=4, seed=3))
+    again = pipeline.make_iterator(pipeline.train_dataset(source, spec, batch_size=4, seed=3))
+    other = pipeline.make_iterator(pipeline.train_dataset(source, spec, batch_size=4, seed=4))
+    a, b, c = next(first), next(again), next(other)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert not np.array_equal(a["record_index"], c["record_index"]) or not np.array_equal(a["image"], c["image"])
+    state = first.get_state()
+    expected = [next(first) for _ in range(4)]  # crosses an epoch boundary (12 records, batch 4)
+    resumed = pipeline.make_iterator(pipeline.train_dataset(source, spec, batch_size=4, seed=3))
+    resumed.set_state(state)
+    for want in expected:
+        got = next(resumed)
+        np.testing.assert_array_equal(got["record_index"], want["record_index"])
+        np.testing.assert_array_equal(got["iuv"], want["iuv"])
+    # Every record appears once per epoch.
+    assert sorted(np.concatenate([a["record_index"]] + [b["record_index"] for b in expected[:2]])) == list(range(12))
+
+
+class _Corrupting:
+    """A data source whose record 2 has a broken image and record 5 cannot be read."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, index):
+        if index == 5:
+            raise OSError("disk read failed")
+        record = dict(self.source[index])
+        if index == 2:
+            record["image"] = b"not a jpeg"
+        return record
+
+
+def test_corrupt_records_are_skipped_and_named(source):
+    spec = _spec(inputs=("image",))
+    ds = pipeline.eval_dataset(_Corrupting(source), spec, batch_size=12)
+    batch = ds[0]
+    assert batch["skipped"].sum() == 2 and batch["valid"].sum() == 10
+    by_index = dict(zip(batch["record_index"].tolist(), batch["error"].tolist()))
+    assert "could not decode" in by_index[2] and "synthetic/train/" in by_index[2]
+    assert "disk read failed" in by_index[5]
+    assert not batch["image"][batch["skipped"] > 0].any()
+
+
+def test_programming_errors_are_not_swallowed(source, monkeypatch):
+    monkeypatch.setattr(pipeline.densepose, "sample_dense_keypoints", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        pipeline.ProcessRecord(_spec(), train=False).random_map((0, source[0]), np.random.default_rng(0))
+
+
+def test_eval_dataset_pads_the_last_batch(tiny_data_dir):
+    test = pipeline.load_source("synthetic", data_dir=tiny_data_dir, split="test")
+    ds = pipeline.eval_dataset(test, _spec(), batch_size=4)
+    batches = [ds[i] for i in range(len(ds))]
+    assert len(batches) == 2
+    assert batches[1]["valid"].tolist() == [1, 1, 0, 0]
+    assert batches[0]["has_joints"].all()  # the test split stores the mesh
+
+
+def test_smpl_subset_is_a_stable_fraction_by_record_id():
+    ids = [f"synthetic/train/{i:06d}" for i in range(4000)]
+    kept = [pipeline.in_smpl_subset(i, 0.2) for i in ids]
+    assert 0.18 < np.mean(kept) < 0.22
+    assert kept == [pipeline.in_smpl_subset(i, 0.2) for i in ids]
+    assert all(pipeline.in_smpl_subset(i, 1.0) for i in ids[:10])
+
+
+def test_load_source_errors(tiny_data_dir, tmp_path):
+    with pytest.raises(ValueError, match="unknown dataset 'nope'; known datasets: .*synthetic"):
+        pipeline.load_source("nope", data_dir=tiny_data_dir, split="train")
+    with pytest.raises(ValueError, match=r"no split 'validation'; it has \['test', 'train'\]"):
+        pipeline.load_source("synthetic", data_dir=tiny_data_dir, split="validation")
+    with pytest.raises(ValueError, match="is not built.*python -m datasets build synthetic"):
+        pipeline.load_source("synthetic", data_dir=str(tmp_path), split="train")
+
+
+def test_spec_validation():
+    with pytest.raises(ValueError, match="unknown inputs"):
+        pipeline.ExampleSpec(inputs=("depth",))
+    with pytest.raises(ValueError, match="dense_source"):
+        pipeline.ExampleSpec(dense_source="magic")

@@ -1,0 +1,224 @@
+"""Tests for dct_jax.train and dct_jax.evaluate: the step, the loop, resume, guards, scripts."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from conftest import tiny_config
+
+from dct_jax import evaluate, train
+from dct_jax.data import pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _setup(config, tiny_data_dir, batch_size=8):
+    model = train.create_model(config.model)
+    tx, _ = train.create_optimizer(config)
+    body, layout = train.load_body(config)
+    state = train.initial_state(model, tx, config, jax.random.key(0))
+    source = pipeline.load_source("synthetic", data_dir=tiny_data_dir, split="train")
+    batch = pipeline.eval_dataset(source, train.example_spec(config, train=False), batch_size=batch_size)[0]
+    device, _ = pipeline.split_host_fields(batch)
+    step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, body=body, layout=layout,
+                                     weights=train.loss_weights(config), inputs=config.model.inputs))
+    return state, device, step
+
+
+def test_tiny_model_overfits_eight_examples(tiny_data_dir):
+    config = tiny_config(tiny_data_dir, inputs="iuv")
+    config.num_train_steps = 150
+    config.learning_rate = 3e-3
+    config.end_learning_rate = 3e-4
+    state, batch, step = _setup(config, tiny_data_dir)
+    state, first = step(state, batch)
+    for _ in range(149):
+        state, metrics = step(state, batch)
+    assert float(first["loss"]) > 10 * float(metrics["loss"]), (first["loss"], metrics["loss"])
+    assert int(state.step) == 150 and int(state.nonfinite_steps) == 0
+
+
+def test_nan_guard_skips_a_poisoned_step(tiny_data_dir):
+    config = tiny_config(tiny_data_dir, inputs="iuv")
+    state, batch, step = _setup(config, tiny_data_dir, batch_size=4)
+    before = jax.tree.map(np.asarray, state)
+    poisoned = dict(batch, keypoints=batch["keypoints"].copy())
+    poisoned["keypoints"][0, 0] = np.nan  # a labelled keypoint: the loss becomes NaN
+    assert batch["keypoints_weight"][0, 0] > 0
+    after, metrics = step(state, poisoned)
+    assert float(metrics["finite"]) == 0 and not np.isfinite(float(metrics["loss"]))
+    assert int(after.step) == 1 and int(after.nonfinite_steps) == 1
+    for old, new in zip(jax.tree.leaves(before.params), jax.tree.leaves(after.params)):
+        np.testing.assert_array_equal(old, np.asarray(new))
+    # A NaN where the weight is 0 (masked) is harmless.
+    masked = dict(batch, keypoints_weight=batch["keypoints_weight"].copy(), keypoints=poisoned["keypoints"])
+    masked["keypoints_weight"][0, 0] = 0
+    _, metrics = step(after, masked)
+    assert float(metrics["finite"]) == 1
+
+
+def test_batch_must_divide_over_devices(monkeypatch):
+    monkeypatch.setattr(jax, "device_count", lambda: 4)
+    with pytest.raises(ValueError, match=r"config.batch_size=6 must be a positive multiple of the device count \(4\)"):
+        train.check_batch_size(6)
+    assert train.check_batch_size(8) == 8
+
+
+def test_config_errors_are_clear(tiny_data_dir, tmp_path):
+    config = tiny_config(tiny_data_dir)
+    config.dataset = "nope"
+    with pytest.raises(ValueError, match="unknown dataset 'nope'"):
+        train.train_and_evaluate(config, str(tmp_path / "a"))
+    config = tiny_config(tiny_data_dir)
+    config.eval_split = "validation"
+    with pytest.raises(ValueError, match="no split 'validation'"):
+        train.train_and_evaluate(config, str(tmp_path / "b"))
+    config = tiny_config(tiny_data_dir)
+    config.model.inputs = "depth"
+    with pytest.raises(ValueError, match="config.model.inputs must be one of"):
+        train.train_and_evaluate(config, str(tmp_path / "c"))
+
+
+def _final_params(workdir):
+    manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+    step = manager.latest_step()
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    manager.close()
+    return step, restored["state"]
+
+
+def test_resume_matches_an_uninterrupted_run_and_counts_skipped_records(tiny_data_dir, tmp_path, monkeypatch):
+    config = tiny_config(tiny_data_dir)
+    full = str(tmp_path / "full")
+    report = train.train_and_evaluate(config, full)
+    assert report["checkpoint_step"] == 4 and report["num_examples"] == 6
+    saved = json.load(open(os.path.join(full, "eval_test.json")))
+    assert saved == json.loads(json.dumps(report))
+    assert set(saved["metrics"]) == {"pve_mm", "mpjpe_mm", "pa_mpjpe_mm", "pvet_mm", "dkd"}
+    assert set(saved["baseline_mean_params"]) == set(saved["metrics"])
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(full))
+
+    # "Killed" after the step-2 checkpoint: a copy of the workdir without later steps.
+    resumed = str(tmp_path / "resumed")
+    shutil.copytree(full, resumed, ignore=shutil.ignore_patterns("4", "eval_*.json"))
+    assert sorted(os.listdir(os.path.join(resumed, "checkpoints"))) == ["2"]
+    report2 = train.train_and_evaluate(config, resumed)
+    step, a = _final_params(full)
+    step2, b = _final_params(resumed)
+    assert step == step2 == 4
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+    for key, value in report["metrics"].items():
+        assert report2["metrics"][key] == pytest.approx(value, rel=1e-4)
+
+    # A corrupt record is skipped, counted and logged; the run goes on.
+    real_load = pipeline.load_source
+
+    def corrupting(*args, **kwargs):
+        source = real_load(*args, **kwargs)
+        if kwargs.get("split") != "train":
+            return source
+        from test_pipeline import _Corrupting
+        return _Corrupting(source)
+
+    monkeypatch.setattr(pipeline, "load_source", corrupting)
+    warnings = []
+    monkeypatch.setattr(train.logging, "warning", lambda msg, *args: warnings.append(msg % args))
+    config.num_train_steps = 6
+    train.train_and_evaluate(config, str(tmp_path / "corrupt"))
+    assert any("record 2" in w and "could not decode" in w for w in warnings), warnings
+    assert any("record 5" in w and "disk read failed" in w for w in warnings), warnings
+
+
+def test_scripts_end_to_end(tiny_data_dir, tmp_path):
+    workdir = str(tmp_path / "run")
+    overrides = [f"--config.data_dir={tiny_data_dir}", "--config.batch_size=4", "--config.eval_batch_size=4",
+                 "--config.num_train_steps=2", "--config.data.image_size=32", "--config.data.num_dense=20",
+                 "--config.model.depth=10", "--config.model.width=8", "--config.model.feature_dim=32",
+                 "--config.model.hidden_dim=32", "--config.checkpoint_every_steps=1",
+                 "--config.build_dataset_if_missing=False"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    run = subprocess.run([sys.executable, "run_train.py", "--config=configs/quickstart.py", f"--workdir={workdir}",
+                          *overrides], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "PVE (mm)" in run.stdout and "mean params" in run.stdout
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1", "2"]
+    os.remove(os.path.join(workdir, "eval_test.json"))
+    run = subprocess.run([sys.executable, "run_eval.py", "--config=configs/quickstart.py", f"--workdir={workdir}",
+                          "--split=test", *overrides], cwd=ROOT, capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.load(open(os.path.join(workdir, "eval_test.json")))
+    assert report["checkpoint_step"] == 2 and report["num_examples"] == 6
+    assert "PVE (mm)" in run.stdout
+    # Evaluating a directory without checkpoints says what to do.
+    run = subprocess.run([sys.executable, "run_eval.py", "--config=configs/quickstart.py",
+                          f"--workdir={tmp_path / 'empty'}", *overrides], cwd=ROOT, capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert run.returncode != 0 and "no checkpoint in" in run.stderr
+
+
+def test_evaluation_keeps_one_result_per_image(tiny_data_dir):
+    config = tiny_config(tiny_data_dir)
+    model = train.create_model(config.model)
+    body, layout = train.load_body(config)
+    tx, _ = train.create_optimizer(config)
+    state = train.initial_state(model, tx, config, jax.random.key(0))
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    report = evaluate.evaluate_split(config, variables, model=model, body=body, layout=layout,
+                                     split="test", step=0)
+    assert report["num_examples"] == 6 and report["counts"]["with_dense"] == 6
+    # A fresh model predicts (nearly) the mean parameters: close to the baseline.
+    for key, value in report["metrics"].items():
+        assert value == pytest.approx(report["baseline_mean_params"][key], rel=0.05), key
+    text = evaluate.format_report(report)
+    assert "PVE (mm)" in text and "DKD" in text
+
+
+def test_table3_config_cells():
+    from configs import table3
+
+    config = table3.get_config("image_seg,3d20_dense")
+    assert config.model.inputs == "image_seg" and config.data.smpl_fraction == 0.2
+    assert (config.loss.smpl, config.loss.dense) == (10.0, 1.0)
+    config = table3.get_config("iuv,dense")
+    assert (config.loss.smpl, config.loss.dense, config.loss.keypoint) == (0.0, 10.0, 10.0)
+    with pytest.raises(ValueError, match="INPUT,SUPERVISION"):
+        table3.get_config("image,4d")
+
+
+def test_encoders_start_from_torchvision_weights(tiny_data_dir, tmp_path):
+    import torch
+    import torch_resnet
+    from safetensors.numpy import save_file
+
+    from dct_jax.models import convert
+
+    torch.manual_seed(0)
+    twin = torch_resnet.TorchResNet(10, 1000, 8).eval()
+    path = str(tmp_path / "resnet10.safetensors")
+    save_file(torch_resnet.state_dict_numpy(twin), path)
+    config = tiny_config(tiny_data_dir, inputs="image")
+    config.model.init_image_from = path
+    model = train.create_model(config.model)
+    tx, _ = train.create_optimizer(config)
+    state = train.initial_state(model, tx, config, jax.random.key(0))
+    expected = convert.load_torchvision(path, 10, width=8)
+    got = state.params["image_encoder"]
+    for key, value in expected["params"].items():
+        if key != "fc":
+            for a, b in zip(jax.tree.leaves(value), jax.tree.leaves(got[key])):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    config.model.init_aux_from = path
+    with pytest.raises(ValueError, match="has no auxiliary branch"):
+        train.initial_state(model, tx, config, jax.random.key(0))
