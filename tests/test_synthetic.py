@@ -178,3 +178,15 @@ def test_builder_writes_array_record_readable_without_tensorflow(tmp_path):
     first = by_dir.as_data_source(split="test")[0]
     assert first["record_id"] == by_name[0]["record_id"]
     assert "tensorflow" not in sys.modules
+
+
+def test_parallel_generation_gives_the_same_records(body):
+    serial = list(synthetic.generate("val", 10, size=32, body=body, chunk=2))
+    parallel = list(synthetic.generate("val", 10, size=32, body=body, chunk=2, workers=2))
+    assert [rid for rid, _ in parallel] == [rid for rid, _ in serial]
+    for (_, a), (_, b) in zip(serial, parallel):
+        for key in a:
+            if isinstance(a[key], np.ndarray):
+                np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+            else:
+                assert a[key] == b[key], key

@@ -16,6 +16,7 @@ documented there); nothing is downloaded and ``manual_dir`` is not used.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable, Iterator, Mapping
 
 import tensorflow_datasets as tfds
@@ -53,7 +54,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def __init__(self, *, split_sizes: Mapping[str, int] | None = None,
                  image_size: int = synthetic.DEFAULT_IMAGE_SIZE, seed: int = 0,
-                 file_format: str | None = None, **kwargs: Any):
+                 num_workers: int | None = None, file_format: str | None = None, **kwargs: Any):
         """Args as ``tfds.core.GeneratorBasedBuilder``, plus what to generate.
 
         Args:
@@ -62,6 +63,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
           image_size: crop side in pixels.
           seed: dataset seed (example ``i`` of a split is a function of
             ``(seed, split, i)``).
+          num_workers: rendering processes (default: the CPU count, at most
+            8); the records do not depend on it.
           file_format: default ``"array_record"`` (TFDS's default, tfrecord,
             needs TensorFlow to write).
           **kwargs: e.g. ``data_dir``.
@@ -73,6 +76,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         if image_size < 16:
             raise ValueError(f"image_size must be at least 16, got {image_size}")
         self._split_sizes, self._image_size, self._seed = sizes, int(image_size), int(seed)
+        self._num_workers = int(num_workers) if num_workers else min(os.cpu_count() or 1, 8)
         super().__init__(file_format=file_format or "array_record", **kwargs)
 
     @property
@@ -95,4 +99,4 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, split: str, num_examples: int, body: synthetic.Body):
         yield from synthetic.generate(
             split, num_examples, seed=self._seed, size=self._image_size, body=body,
-            with_mesh=split not in SPLITS_WITHOUT_MESH)
+            with_mesh=split not in SPLITS_WITHOUT_MESH, workers=self._num_workers)
