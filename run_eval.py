@@ -20,9 +20,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from dct_jax import evaluate, train  # noqa: PLC0415
+    from dct_jax import evaluate, summaries  # noqa: PLC0415
 
-    train.quiet_library_logs()
+    summaries.quiet_library_logs()
 
     report = evaluate.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, split=_SPLIT.value)
     print(evaluate.format_report(report))

@@ -21,9 +21,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from dct_jax import train  # noqa: PLC0415  (after flag parsing: keeps --help fast)
+    from dct_jax import summaries, train  # noqa: PLC0415  (after flag parsing: keeps --help fast)
 
-    train.quiet_library_logs()
+    summaries.quiet_library_logs()
     logging.info("Config:\n%s", _CONFIG.value)
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

@@ -21,7 +21,6 @@ process feeds its own shard of the data (``make_array_from_process_local_data``)
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from typing import Any, Mapping
@@ -35,7 +34,7 @@ import optax
 from absl import logging
 
 from dct_jax import camera as camera_lib
-from dct_jax import densepose, geometry, keypoints, losses, smpl
+from dct_jax import densepose, geometry, keypoints, losses, smpl, summaries
 from dct_jax.data import pipeline
 from dct_jax.models import regressor as regressor_lib
 
@@ -270,22 +269,6 @@ def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
 # ----------------------------------------------------------------------------- the loop
 
 
-class _LibraryInfoFilter:
-    """Drops INFO logs of chatty libraries (orbax logs every save step by step)."""
-
-    _PATHS = (f"{os.sep}orbax{os.sep}", f"{os.sep}grain{os.sep}", f"{os.sep}tensorflow_datasets{os.sep}",
-              f"{os.sep}jax{os.sep}_src{os.sep}")
-
-    def filter(self, record) -> bool:
-        return record.levelno > 20 or not any(p in record.pathname for p in self._PATHS)
-
-
-def quiet_library_logs() -> None:
-    """Keeps warnings but hides library INFO chatter from absl's log output (run scripts call it)."""
-    logging.get_absl_handler().addFilter(_LibraryInfoFilter())
-
-
-
 def load_body(config: ml_collections.ConfigDict) -> tuple[smpl.SMPLModel, keypoints.Layout]:
     """The body model the dataset is annotated on, and its cocoplus19 keypoint layout."""
     body = smpl.load(config.smpl_path)
@@ -312,61 +295,6 @@ def prepare_dataset(config: ml_collections.ConfigDict) -> None:
         from jax.experimental import multihost_utils  # noqa: PLC0415
 
         multihost_utils.sync_global_devices("dataset built")
-
-
-class SummaryWriter:
-    """TensorBoard scalars and images (tensorboardX; no TensorFlow). A no-op off process 0."""
-
-    def __init__(self, logdir: str, enabled: bool = True):
-        self._writer = None
-        if enabled:
-            from tensorboardX import SummaryWriter as _Writer  # noqa: PLC0415
-
-            self._writer = _Writer(logdir)
-
-    def scalars(self, step: int, values: Mapping[str, float]) -> None:
-        if self._writer is not None:
-            for k, v in values.items():
-                self._writer.add_scalar(k, float(v), step)
-
-    def image(self, step: int, tag: str, image: np.ndarray) -> None:
-        if self._writer is not None:
-            self._writer.add_image(tag, image, step, dataformats="HWC")
-
-    def flush(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-
-
-def mesh_overlays(batch: Mapping[str, np.ndarray], output: regressor_lib.RegressorOutput,
-                  body: smpl.SMPLModel, *, count: int = 4) -> np.ndarray:
-    """``(S, count * S, 3)`` uint8: predicted meshes drawn over the first input crops.
-
-    The background is the image crop, or a false-colour view of the IUV /
-    segmentation input when the model does not see the image.
-    """
-    from dct_jax import render  # noqa: PLC0415
-
-    if "image" in batch:
-        backgrounds = np.asarray(batch["image"])
-    elif "iuv" in batch:
-        iuv = np.asarray(batch["iuv"]).astype(np.int32)
-        backgrounds = np.stack([iuv[..., 0] * 10, iuv[..., 1], iuv[..., 2]], -1).astype(np.uint8)
-    else:
-        backgrounds = np.repeat((np.asarray(batch["segmentation"]).astype(np.int32) * 10)[..., None], 3, -1)
-        backgrounds = backgrounds.astype(np.uint8)
-    count = min(count, backgrounds.shape[0])
-    out = smpl.forward(body, output.pose[:count], output.betas[:count])
-    vertices, cameras = np.asarray(out.vertices), np.asarray(output.camera[:count])
-    faces = np.asarray(body.faces)
-    size = backgrounds.shape[1]
-    tiles = [render.render(vertices[i], faces, cameras[i], size, "rgb", background=backgrounds[i], alpha=0.7)
-             for i in range(count)]
-    return np.concatenate(tiles, axis=1)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -423,7 +351,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                         joints_from_smpl=config.loss.joints3d_from_smpl),
                       donate_argnums=(0,))
     predict_fn = jax.jit(functools.partial(predict, model=model, inputs=config.model.inputs))
-    writer = SummaryWriter(workdir, enabled=is_main)
+    writer = summaries.SummaryWriter(workdir, enabled=is_main)
 
     def save(step: int) -> None:
         manager.save(step, args=ocp.args.Composite(
@@ -489,7 +417,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if config.image_summary_every_steps and step % config.image_summary_every_steps == 0 and is_main:
                 output = predict_fn({"params": state.params, "batch_stats": state.batch_stats}, batch)
                 local = {k: np.asarray(v) for k, v in device_batch.items()}
-                writer.image(step, "train/predicted_meshes", mesh_overlays(local, jax.device_get(output), body))
+                writer.image(step, "train/predicted_meshes", summaries.mesh_overlays(local, jax.device_get(output), body))
             if step % config.checkpoint_every_steps == 0 or step == total_steps:
                 save(step)
             if config.eval_every_steps and step % config.eval_every_steps == 0 and step != total_steps:
