@@ -17,6 +17,7 @@ both bodies in one fixed pose (:data:`PVET_GLOBAL_ROTATION`). All in mm.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -303,6 +304,11 @@ def evaluate_checkpoint(config, workdir: str, *, split: str | None = None) -> di
     tx, _ = train.create_optimizer(config)
     body, layout = train.load_body(config)
     mesh = train.data_mesh()
+    # The restore target only needs shapes: skip the ImageNet weights the run started from.
+    config = copy.deepcopy(config)
+    with config.unlocked():
+        config.model.init_image_from = None
+        config.model.init_aux_from = None
     state = train.initial_state(model, tx, config, jax.random.key(config.seed))
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, train.replicate(state, mesh))
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))

@@ -153,9 +153,10 @@ def test_scripts_end_to_end(tiny_data_dir, tmp_path):
     assert "PVE (mm)" in run.stdout and "mean params" in run.stdout
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1", "2"]
     os.remove(os.path.join(workdir, "eval_test.json"))
+    # The run's ImageNet weights need not exist any more at evaluation time.
     run = subprocess.run([sys.executable, "run_eval.py", "--config=configs/quickstart.py", f"--workdir={workdir}",
-                          "--split=test", *overrides], cwd=ROOT, capture_output=True, text=True, env=env,
-                         timeout=600)
+                          "--split=test", "--config.model.init_image_from=/gone/resnet.safetensors", *overrides],
+                         cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.load(open(os.path.join(workdir, "eval_test.json")))
     assert report["checkpoint_step"] == 2 and report["num_examples"] == 6
