@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from dct_jax.train import MODEL_INPUTS
+
 # Table 3's supervision settings -> (3D labels kept on this fraction of records,
 # 3D loss on, dense loss on). Official weights: keypoint 10, 3D 10, dense 1
 # with 3D supervision and 10 without.
@@ -23,14 +25,8 @@ SUPERVISIONS = {
     "dense": (1.0, False, True),
     "2d": (1.0, False, False),
 }
-# Table 3's inputs -> (main branch input, auxiliary branch input or None).
-INPUTS = {
-    "image": ("image", None),
-    "iuv": ("iuv", None),
-    "seg": ("segmentation", None),
-    "image_iuv": ("image", "iuv"),
-    "image_seg": ("image", "segmentation"),
-}
+# Table 3's inputs (config.model.inputs) -> (main branch input, auxiliary branch input or None).
+INPUTS = MODEL_INPUTS
 
 
 def apply_supervision(config: ml_collections.ConfigDict, supervision: str) -> None:

@@ -17,7 +17,6 @@ both bodies in one fixed pose (:data:`PVET_GLOBAL_ROTATION`). All in mm.
 
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 import json
@@ -27,7 +26,6 @@ from typing import Any, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 
 from dct_jax import densepose, metrics, smpl
 
@@ -165,7 +163,7 @@ def _image_hash(image_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(image_id.encode(), digest_size=8).digest(), "little", signed=True)
 
 
-def evaluate_split(config, variables: Mapping[str, Any], *, model, body: smpl.SMPLModel, layout=None,
+def evaluate_split(config, variables: Mapping[str, Any], *, model, body: smpl.SMPLModel,
                    split: str, step: int, predict_fn=None, mesh=None) -> dict[str, Any]:
     """Evaluates ``variables`` on ``split`` of ``config.dataset`` (official protocol).
 
@@ -206,10 +204,7 @@ def evaluate_split(config, variables: Mapping[str, Any], *, model, body: smpl.SM
     for host_batch in tqdm(iterator, total=len(ds), desc=f"eval {split}", unit="batch",
                            disable=jax.process_index() != 0, leave=False, dynamic_ncols=True):
         device_batch, host = pipeline.split_host_fields(host_batch)
-        skipped += int(np.sum(device_batch["skipped"]))
-        for error in host["error"]:
-            if error:
-                logging.warning("Skipped %s", error)
+        skipped += pipeline.log_skipped(host)
         batch = train.to_global(device_batch, mesh)
         output = predict_fn(variables, batch)
         ours = metric_fn(output.pose, output.betas, output.camera, batch)
@@ -218,8 +213,8 @@ def evaluate_split(config, variables: Mapping[str, Any], *, model, body: smpl.SM
         row.update({f"baseline/{k}": v for k, v in base.items()})
         for key in ("valid", "has_smpl", "has_dense"):
             row[key] = batch[key]
-        row = _gather(row)
-        row["image_hash"] = _gather_host(np.array([_image_hash(i) for i in host["image_id"]], np.int64))
+        row["image_hash"] = np.array([_image_hash(i) for i in host["image_id"]], np.int64)
+        row = {k: _allgather(v) for k, v in row.items()}
         for k, v in row.items():
             columns.setdefault(k, []).append(np.asarray(v))
     values = {k: np.concatenate(v) for k, v in columns.items()}
@@ -239,18 +234,10 @@ def evaluate_split(config, variables: Mapping[str, Any], *, model, body: smpl.SM
     return report
 
 
-def _gather(tree: Mapping[str, jax.Array]) -> dict[str, np.ndarray]:
-    """Global arrays -> full numpy arrays on every process."""
+def _allgather(array: Any) -> np.ndarray:
+    """A global array (or a process's host rows) -> the full numpy array on every process."""
     if jax.process_count() == 1:
-        return {k: np.asarray(v) for k, v in tree.items()}
-    from jax.experimental import multihost_utils  # noqa: PLC0415
-
-    return {k: np.asarray(multihost_utils.process_allgather(v, tiled=True)) for k, v in tree.items()}
-
-
-def _gather_host(array: np.ndarray) -> np.ndarray:
-    if jax.process_count() == 1:
-        return array
+        return np.asarray(array)
     from jax.experimental import multihost_utils  # noqa: PLC0415
 
     return np.asarray(multihost_utils.process_allgather(array, tiled=True))
@@ -302,20 +289,14 @@ def evaluate_checkpoint(config, workdir: str, *, split: str | None = None) -> di
                                 f"`python run_train.py --config=... --workdir={workdir}`")
     model = train.create_model(config.model)
     tx, _ = train.create_optimizer(config)
-    body, layout = train.load_body(config)
+    body, _ = train.load_body(config)
     mesh = train.data_mesh()
-    # The restore target only needs shapes: skip the ImageNet weights the run started from.
-    config = copy.deepcopy(config)
-    with config.unlocked():
-        config.model.init_image_from = None
-        config.model.init_aux_from = None
-    state = train.initial_state(model, tx, config, jax.random.key(config.seed))
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, train.replicate(state, mesh))
+    abstract = train.abstract_state(model, tx, config, mesh)
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
     manager.close()
     state = restored["state"]
     report = evaluate_split(config, {"params": state.params, "batch_stats": state.batch_stats},
-                            model=model, body=body, layout=layout, split=split, step=step, mesh=mesh)
+                            model=model, body=body, split=split, step=step, mesh=mesh)
     if jax.process_index() == 0:
         write_report(report, workdir)
     return report

@@ -56,13 +56,17 @@ class TrainState:
 # ----------------------------------------------------------------------------- factories
 
 
+# ``config.model.inputs`` (Table 3's input rows) -> (main input field, auxiliary input field or None).
+MODEL_INPUTS: dict[str, tuple[str, str | None]] = {
+    "image": ("image", None), "iuv": ("iuv", None), "seg": ("segmentation", None),
+    "image_iuv": ("image", "iuv"), "image_seg": ("image", "segmentation")}
+
+
 def model_inputs(inputs: str) -> tuple[str, str | None]:
     """``config.model.inputs`` -> (main input field, auxiliary input field or None)."""
-    table = {"image": ("image", None), "iuv": ("iuv", None), "seg": ("segmentation", None),
-             "image_iuv": ("image", "iuv"), "image_seg": ("image", "segmentation")}
-    if inputs not in table:
-        raise ValueError(f"config.model.inputs must be one of {sorted(table)}, got {inputs!r}")
-    return table[inputs]
+    if inputs not in MODEL_INPUTS:
+        raise ValueError(f"config.model.inputs must be one of {sorted(MODEL_INPUTS)}, got {inputs!r}")
+    return MODEL_INPUTS[inputs]
 
 
 def create_model(model_config: ml_collections.ConfigDict) -> regressor_lib.Regressor:
@@ -130,8 +134,8 @@ def encode_inputs(batch: Mapping[str, jax.Array], inputs: str) -> tuple[jax.Arra
 
 
 def initial_state(model: regressor_lib.Regressor, tx: optax.GradientTransformation,
-                  config: ml_collections.ConfigDict, rng: jax.Array) -> TrainState:
-    """Fresh variables (plus the ImageNet encoders the config names) and optimizer state."""
+                  config: ml_collections.ConfigDict, rng: jax.Array, *, pretrained: bool = True) -> TrainState:
+    """Fresh variables (plus, if ``pretrained``, the ImageNet encoders the config names) and optimizer state."""
     size = config.data.image_size
     dummy = jnp.zeros((1, size, size, 3), jnp.float32)
     _, aux = model_inputs(config.model.inputs)
@@ -140,7 +144,7 @@ def initial_state(model: regressor_lib.Regressor, tx: optax.GradientTransformati
     variables = flax.core.unfreeze(variables)
     for key, name, depth in (("init_image_from", "image_encoder", model.main_depth),
                              ("init_aux_from", "aux_encoder", model.aux_depth)):
-        path = config.model.get(key)
+        path = config.model.get(key) if pretrained else None
         if path:
             from dct_jax.models import convert  # noqa: PLC0415
 
@@ -152,6 +156,17 @@ def initial_state(model: regressor_lib.Regressor, tx: optax.GradientTransformati
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                       opt_state=tx.init(params), nonfinite_steps=jnp.zeros((), jnp.int32))
+
+
+def abstract_state(model: regressor_lib.Regressor, tx: optax.GradientTransformation,
+                   config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> TrainState:
+    """Shapes, dtypes and (replicated) shardings of the train state: what a checkpoint restores onto.
+
+    Nothing is computed or read (no ImageNet files: a restored run does not need them).
+    """
+    shapes = jax.eval_shape(lambda: initial_state(model, tx, config, jax.random.key(0), pretrained=False))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
 
 
 # ----------------------------------------------------------------------------- the step
@@ -323,8 +338,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     tx, schedule = create_optimizer(config)
     weights = loss_weights(config)
     mesh = data_mesh()
-    state = initial_state(model, tx, config, jax.random.key(config.seed))
-    num_params = sum(x.size for x in jax.tree.leaves(state.params))
+    abstract = abstract_state(model, tx, config, mesh)
+    num_params = sum(x.size for x in jax.tree.leaves(abstract.params))
     logging.info("Model: %s inputs, %s encoder, %.2fM parameters; %d devices, %d processes, "
                  "batch %d (%d per process)", config.model.inputs, model.encoder, num_params / 1e6,
                  jax.device_count(), jax.process_count(), config.batch_size, local_batch)
@@ -339,12 +354,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         options=ocp.CheckpointManagerOptions(max_to_keep=config.max_checkpoints_to_keep, create=True))
     latest = manager.latest_step()
     if latest is not None:
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, replicate(state, mesh))
         restored = manager.restore(latest, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), data=grain.checkpoint.CheckpointRestore(data_iter)))
         state = restored["state"]
         logging.info("Resumed from step %d in %s", latest, manager.directory)
-    state = replicate(state, mesh)
+    else:
+        state = replicate(initial_state(model, tx, config, jax.random.key(config.seed)), mesh)
 
     step_fn = jax.jit(functools.partial(train_step, model=model, tx=tx, body=body, layout=layout,
                                         weights=weights, inputs=config.model.inputs,
@@ -359,7 +374,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     def run_eval(step: int) -> dict[str, Any]:
         report = evaluate.evaluate_split(config, {"params": state.params, "batch_stats": state.batch_stats},
-                                         model=model, body=body, layout=layout, split=config.eval_split,
+                                         model=model, body=body, split=config.eval_split,
                                          step=step, predict_fn=predict_fn, mesh=mesh)
         writer.scalars(step, {f"eval/{k}": v for k, v in report["metrics"].items()})
         if is_main:
@@ -376,11 +391,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         while step < total_steps:
             host_batch = next(data_iter)
             device_batch, host = pipeline.split_host_fields(host_batch)
-            for error in host["error"]:
-                if error:
-                    logging.warning("Skipped %s", error)
             records_seen += len(host["error"])
-            records_skipped += int(np.sum(device_batch["skipped"]))
+            records_skipped += pipeline.log_skipped(host)
             if records_skipped > config.max_skipped_fraction * max(records_seen, 2 * local_batch):
                 raise RuntimeError(
                     f"{records_skipped} of the {records_seen} records read so far could not be used "
@@ -423,7 +435,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if config.eval_every_steps and step % config.eval_every_steps == 0 and step != total_steps:
                 run_eval(step)
                 window_start, window_images = time.perf_counter(), 0
-        bar.close()
         if manager.latest_step() != step:
             save(step)
         manager.wait_until_finished()

@@ -171,12 +171,11 @@ def test_scripts_end_to_end(tiny_data_dir, tmp_path):
 def test_evaluation_keeps_one_result_per_image(tiny_data_dir):
     config = tiny_config(tiny_data_dir)
     model = train.create_model(config.model)
-    body, layout = train.load_body(config)
+    body, _ = train.load_body(config)
     tx, _ = train.create_optimizer(config)
     state = train.initial_state(model, tx, config, jax.random.key(0))
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    report = evaluate.evaluate_split(config, variables, model=model, body=body, layout=layout,
-                                     split="test", step=0)
+    report = evaluate.evaluate_split(config, variables, model=model, body=body, split="test", step=0)
     assert report["num_examples"] == 6 and report["counts"]["with_dense"] == 6
     # A fresh model predicts (nearly) the mean parameters: close to the baseline.
     for key, value in report["metrics"].items():

@@ -43,12 +43,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import zlib
 from typing import Any, Mapping, Sequence
 
 import cv2
 import grain
 import numpy as np
+from absl import logging
 
 from dct_jax import densepose
 from dct_jax.data import schema
@@ -381,8 +383,6 @@ def load_source(dataset: str, *, data_dir: str | None, split: str):
       ValueError: unknown dataset, not built, or no such split; the message
         says what to do.
     """
-    import os  # noqa: PLC0415
-
     import tensorflow_datasets as tfds  # noqa: PLC0415
 
     if os.path.isdir(dataset):
@@ -455,3 +455,11 @@ def split_host_fields(batch: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], 
     device = {k: v for k, v in batch.items() if k not in _STR_KEYS and k != "record_index"}
     host = {k: batch[k] for k in (*_STR_KEYS, "record_index") if k in batch}
     return device, host
+
+
+def log_skipped(host: Mapping[str, np.ndarray]) -> int:
+    """Logs a warning per skipped record of a batch's host fields; returns how many there were."""
+    errors = [error for error in host["error"] if error]
+    for error in errors:
+        logging.warning("Skipped %s", error)
+    return len(errors)
