@@ -8,15 +8,23 @@ expressions such as ``Select`` (state ``'a'``, ``'idxs'``, maybe
 restricted unpickler that knows exactly those classes (plus the numpy and
 builtin helpers a pickle needs) and refuses anything else, so a crafted file
 cannot run code. smplx-style ``.npz`` files are read too.
+
+Command line: ``python -m dct_jax.smpl_io convert IN.pkl OUT.npz`` writes the
+model as a plain ``.npz`` (:func:`convert`) that any SMPL code reads without
+chumpy or pickle (``np.load(OUT, allow_pickle=False)``).
 """
 
 from __future__ import annotations
 
+import argparse
 import codecs
 import os
 import pickle
+import sys
+import tempfile
 import zipfile
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -164,3 +172,141 @@ def read_model_file(path: str | os.PathLike) -> dict[str, Any]:
         raise ModelFileError(f"{path}: expected a pickled dict of model arrays, got {type(data).__name__}")
     return _to_numpy(data, path)
 
+
+# ----------------------------------------------------------------------------- conversion
+
+SMPL_FIELDS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
+
+
+class Conversion(NamedTuple):
+    """What :func:`convert` wrote."""
+
+    path: str
+    num_vertices: int
+    num_joints: int
+    num_betas: int
+    fields: tuple[str, ...]  # names in the .npz
+    dropped: tuple[str, ...]  # input fields that are not plain arrays (not written)
+
+
+def convert(in_path: str | os.PathLike, out_path: str | os.PathLike) -> Conversion:
+    """Writes an SMPL model file (chumpy ``.pkl``, plain ``.pkl`` or ``.npz``) as a plain ``.npz``.
+
+    The ``.npz`` has smplx's field names: ``v_template (V, 3)``, ``shapedirs
+    (V, 3, NB)``, ``posedirs (V, 3, 9 (J - 1))``, ``J_regressor (J, V)``
+    (dense), ``weights (V, J)``, ``kintree_table (2, J)``, ``f (F, 3)``, plus
+    the input's other numeric or string fields (e.g. ``J``, ``bs_style``);
+    fields that are neither (dicts, lists, None) are dropped. Values and dtypes
+    are kept as read, so ``smpl.load`` of the output equals ``smpl.load`` of
+    the input, and ``np.load(out_path, allow_pickle=False)`` reads it. The model
+    is validated as ``smpl.load`` does before anything is written; the output
+    is replaced atomically.
+
+    Raises:
+      FileNotFoundError: no file at ``in_path``.
+      ValueError: ``out_path`` does not end in ``.npz`` or its directory is missing.
+      ModelFileError: ``in_path`` is not an SMPL-format model.
+    """
+    in_path, out_path = os.fspath(in_path), os.fspath(out_path)
+    if not os.path.isfile(in_path):
+        raise FileNotFoundError(f"no SMPL model file at {in_path!r}")
+    if not out_path.lower().endswith(".npz"):
+        raise ValueError(f"the output {out_path!r} must end in .npz")
+    out_dir = os.path.dirname(os.path.abspath(out_path))
+    if not os.path.isdir(out_dir):
+        raise ValueError(f"the output directory {out_dir!r} does not exist")
+    try:
+        data = read_model_file(in_path)
+    except ModelFileError as err:
+        raise ModelFileError(f"not an SMPL model file: {err}") from None
+    arrays, dropped = _plain_arrays(data, in_path)
+    _validate(arrays, in_path)
+    fd, tmp_path = tempfile.mkstemp(prefix=".smpl_convert_", suffix=".npz", dir=out_dir)
+    try:
+        with os.fdopen(fd, "wb") as stream, zipfile.ZipFile(stream, "w", allowZip64=True) as archive:
+            for key, array in arrays.items():  # as np.savez, but refusing object arrays
+                with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, array, allow_pickle=False)
+        os.replace(tmp_path, out_path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+    num_vertices, num_betas = arrays["shapedirs"].shape[0], arrays["shapedirs"].shape[2]
+    return Conversion(path=out_path, num_vertices=num_vertices,
+                      num_joints=arrays["J_regressor"].shape[0], num_betas=num_betas,
+                      fields=tuple(arrays), dropped=dropped)
+
+
+def _plain_arrays(data: dict[Any, Any], source: str) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+    """The model fields as non-object numpy arrays (SMPL fields first), and the names dropped."""
+    missing = [k for k in SMPL_FIELDS if k not in data]
+    if missing:
+        raise ModelFileError(f"{source}: not an SMPL model: missing field(s) {missing}; "
+                             f"found {sorted(map(str, data))}")
+    arrays: dict[str, np.ndarray] = {}
+    dropped = []
+    for key in list(SMPL_FIELDS) + sorted((k for k in data if k not in SMPL_FIELDS), key=str):
+        try:
+            array = np.asarray(data[key])
+        except ValueError:  # ragged sequences
+            array = np.empty((), dtype=object)
+        plain = isinstance(key, str) and key.isidentifier() and array.dtype.kind in "biufcUS"
+        if key in SMPL_FIELDS and (not plain or array.dtype.kind in "US"):
+            raise ModelFileError(f"{source}: field {key!r} is not a numeric array "
+                                 f"(got {type(data[key]).__name__} of dtype {array.dtype})")
+        if plain:
+            arrays[key] = array
+        else:
+            dropped.append(str(key))
+    if not np.issubdtype(arrays["J_regressor"].dtype, np.floating):
+        arrays["J_regressor"] = arrays["J_regressor"].astype(np.float64)
+    # smplx's own buffers keep posedirs as (P, V * 3); SMPL files and smplx's loader use (V, 3, P).
+    num_vertices, posedirs = len(arrays["v_template"]), arrays["posedirs"]
+    if posedirs.ndim == 2 and posedirs.shape[1] == 3 * num_vertices:
+        arrays["posedirs"] = posedirs.T.reshape(num_vertices, 3, posedirs.shape[0])
+    return arrays, tuple(dropped)
+
+
+def _validate(arrays: dict[str, np.ndarray], source: str) -> None:
+    """Checks the SMPL fields as ``smpl.load`` does (shapes, tree, finiteness)."""
+    from dct_jax import smpl  # imports jax: only when converting.
+
+    kintree = arrays["kintree_table"]
+    if kintree.ndim != 2 or kintree.shape[0] != 2:
+        raise ModelFileError(f"{source}: field 'kintree_table' has shape {kintree.shape}, expected (2, J)")
+    smpl.build_model(v_template=arrays["v_template"], shapedirs=arrays["shapedirs"],
+                     posedirs=arrays["posedirs"], J_regressor=arrays["J_regressor"],
+                     lbs_weights=arrays["weights"], faces=arrays["f"],
+                     parents=[-1] + [int(p) for p in kintree[0, 1:]], source=source)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dct_jax.smpl_io convert IN OUT.npz``; returns the exit code (2: user error)."""
+    parser = argparse.ArgumentParser(prog="python -m dct_jax.smpl_io",
+                                     description="Tools for SMPL-format body model files.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    convert_parser = commands.add_parser(
+        "convert", help="write an SMPL .pkl (chumpy inside is fine) as a plain .npz",
+        description=("Write an SMPL model (.pkl, chumpy inside is fine, or .npz) as a plain .npz with "
+                     "smplx's field names, readable with np.load(..., allow_pickle=False)."))
+    convert_parser.add_argument("input", help="SMPL model file, e.g. basicModel_neutral_lbs_10_207_0_v1.0.0.pkl")
+    convert_parser.add_argument("output", help="the .npz to write (replaced if it exists)")
+    args = parser.parse_args(argv)
+    try:
+        done = convert(args.input, args.output)
+    except (OSError, ValueError) as err:  # ModelFileError is a ValueError
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    note = f"; dropped non-array field(s) {', '.join(done.dropped)}" if done.dropped else ""
+    print(f"wrote {done.path}: {done.num_vertices} vertices, {done.num_joints} joints, "
+          f"{done.num_betas} betas, {len(done.fields)} fields{note}")
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the package's copy of this module, so that its ModelFileError is the
+    # one dct_jax.smpl raises.
+    from dct_jax.smpl_io import main as _main
+
+    sys.exit(_main())

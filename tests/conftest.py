@@ -56,3 +56,23 @@ def tiny_config(data_dir: str, inputs: str = "image_iuv"):
     config.model.feature_dim = 32
     config.model.hidden_dim = 32
     return config
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_data_dir, tmp_path_factory):
+    """``tiny_checkpoint(inputs) -> workdir`` of a 2-step tiny training run (one per inputs, cached)."""
+    from dct_jax import train
+
+    workdirs: dict[str, str] = {}
+
+    def make(inputs: str = "image_iuv") -> str:
+        if inputs not in workdirs:
+            config = tiny_config(tiny_data_dir, inputs)
+            config.num_train_steps = 2
+            config.image_summary_every_steps = 0
+            workdir = str(tmp_path_factory.mktemp(f"ckpt_{inputs}"))
+            train.train_and_evaluate(config, workdir)
+            workdirs[inputs] = workdir
+        return workdirs[inputs]
+
+    return make
