@@ -204,6 +204,10 @@ def chart_from_arrays(
       u_norm, v_norm: ``(T,)`` UV vertex coordinates in ``[0, 1]``.
       vertices: ``(T,)`` 1-based body vertex id of each UV vertex.
       source: named in error messages.
+
+    Errors:
+      ValueError: a field not numeric, ids not integers, a shape, range or
+        length wrong (the message names ``source`` and the field).
     """
     arrays = {k: np.asarray(x) for k, x in zip(CHART_KEYS, (face_indices, faces, u_norm, v_norm, vertices))}
     part = arrays["All_FaceIndices"].reshape(-1)
@@ -214,6 +218,13 @@ def chart_from_arrays(
     def fail(key: str, why: str) -> ValueError:
         return ValueError(f"chart {source}: field {key!r} {why}")
 
+    for key, x in arrays.items():
+        if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+            raise fail(key, f"must be a numeric array, got dtype {x.dtype}")
+        if key not in ("All_U_norm", "All_V_norm") and x.size and not (
+            np.issubdtype(x.dtype, np.integer) or np.all(np.isfinite(x) & (x == np.round(x)))
+        ):
+            raise fail(key, "must hold integer ids (found a non-integer or non-finite value)")
     if face_ids.ndim != 2 or face_ids.shape[1] != 3 or face_ids.shape[0] != part.size or not part.size:
         raise fail("All_Faces", f"must be (F, 3), F = len(All_FaceIndices) = {part.size} > 0, got {face_ids.shape}")
     if part.size and (part.min() < 1 or part.max() > NUM_PARTS):
@@ -271,6 +282,44 @@ def _smpl_chart_path() -> str:
     return os.path.join(spec.submodule_search_locations[0], "config", "UV_Processed.mat")
 
 
+CHART_NAMES = ("smpl", "default")
+_VALID_CHARTS = "'smpl', 'default', or a path to a .mat or .npz chart file"
+
+
+def _read_chart_file(path: str) -> dict[str, np.ndarray]:
+    """The :data:`CHART_KEYS` arrays of a ``.mat`` / ``.npz`` chart file (those present).
+
+    Any read failure is a ValueError naming ``path``; numpy's advice to set
+    ``allow_pickle`` is never right for a chart, so it is not passed on.
+    """
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in (".mat", ".npz"):
+        raise ValueError(f"chart file {path}: expected a .mat or .npz file (got suffix {suffix!r})")
+    try:
+        if suffix == ".mat":
+            data = scipy.io.loadmat(path)
+            return {k: data[k] for k in CHART_KEYS if k in data}
+        npz = np.load(path, allow_pickle=False)
+    except Exception as err:  # noqa: BLE001 - BadZipFile, MatReadError, pickled data, ...
+        first = str(err).splitlines()[0][:200] if str(err) else ""
+        why = f"{type(err).__name__}: {first}"
+        if "pickle" in first:  # numpy's advice (allow_pickle) is never right here
+            why = "not a zip archive; pickled data is never read"
+        raise ValueError(f"chart file {path}: not a readable {suffix} file ({why})") from None
+    if not hasattr(npz, "files"):  # np.load gave a single .npy array
+        raise ValueError(f"chart file {path}: not an .npz archive (a single .npy array?)")
+    with npz:
+        data = {}
+        for key in (k for k in CHART_KEYS if k in npz.files):
+            try:
+                data[key] = npz[key]
+            except ValueError:
+                raise ValueError(
+                    f"chart file {path}: field {key!r} is an object (pickled) array; chart fields are numeric arrays"
+                ) from None
+        return data
+
+
 def load_chart(name_or_path: str | os.PathLike = "smpl") -> Chart:
     """Loads a DensePose chart and builds its lookup rasters (~0.5 s).
 
@@ -280,10 +329,15 @@ def load_chart(name_or_path: str | os.PathLike = "smpl") -> Chart:
         chart of the free default body, ``dct_jax/assets/default_chart.npz``)
         or a path to a ``.mat`` or ``.npz`` file with :data:`CHART_KEYS`.
 
-    Raises:
-      FileNotFoundError: the file does not exist.
-      ValueError: unknown suffix, or a key missing or ill-shaped (names both).
+    Errors:
+      FileNotFoundError: the file does not exist, or an unknown name (e.g.
+        ``"SMPL"``: names are lower case); the message lists the valid names.
+      TypeError: ``name_or_path`` is neither a str nor a path.
+      ValueError: unknown suffix, an unreadable or corrupt file, an object
+        (pickled) array, or a key missing or ill-shaped (names the file and key).
     """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"chart must be named by {_VALID_CHARTS}; got {type(name_or_path).__name__}")
     if name_or_path == "smpl":
         path = _smpl_chart_path()
     elif name_or_path == "default":
@@ -291,15 +345,11 @@ def load_chart(name_or_path: str | os.PathLike = "smpl") -> Chart:
     else:
         path = os.fspath(name_or_path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"chart file not found: {path}")
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix == ".mat":
-        data = scipy.io.loadmat(path)
-    elif suffix == ".npz":
-        with np.load(path, allow_pickle=False) as npz:
-            data = dict(npz)
-    else:
-        raise ValueError(f"chart file {path}: expected a .mat or .npz file")
+        if name_or_path in CHART_NAMES:
+            raise FileNotFoundError(f"chart file of the {name_or_path!r} chart not found: {path}")
+        hint = f"; did you mean {path.lower()!r}?" if path.lower() in CHART_NAMES else ""
+        raise FileNotFoundError(f"chart file not found: {path!r}; valid: {_VALID_CHARTS}{hint}")
+    data = _read_chart_file(path)
     missing = [k for k in CHART_KEYS if k not in data]
     if missing:
         raise ValueError(f"chart file {path}: missing key {missing[0]!r} (needs {', '.join(CHART_KEYS)})")

@@ -29,7 +29,9 @@ phi, refinement and sampling are host-side numpy preprocessing (they also take
 
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple, Sequence
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +40,7 @@ import scipy.io
 import scipy.ndimage
 
 from dct_jax import camera as camera_lib
+
 # Chart loading lives in dct_jax.chart; densepose re-exports it as the public entry point.
 from dct_jax.chart import CHART_KEYS, NUM_PARTS, Chart, ChartIndex, chart_from_arrays, load_chart
 
@@ -99,6 +102,16 @@ class SurfacePoints(NamedTuple):
 # ----------------------------------------------------------------------------- phi
 
 
+def _check_chart(chart: Any) -> Chart:
+    """``chart`` itself if it is a loaded chart; a name, path or None is a TypeError saying what to pass."""
+    if isinstance(chart, Chart) or (hasattr(chart, "index") and hasattr(chart, "face_vertices")):
+        return chart
+    if isinstance(chart, (str, os.PathLike)):
+        name = os.fspath(chart)
+        raise TypeError(f"chart must be a loaded Chart, got the name {name!r}: pass densepose.load_chart({name!r})")
+    raise TypeError(f"chart must be a Chart, got {type(chart).__name__}: pass densepose.load_chart(name)")
+
+
 def _host_array(x, name: str) -> np.ndarray:
     if isinstance(x, jax.core.Tracer):
         raise ValueError(f"{name} is a traced value: this is host-side preprocessing, call it outside jit")
@@ -107,9 +120,8 @@ def _host_array(x, name: str) -> np.ndarray:
 
 def _part_indices(i: np.ndarray, name: str = "i") -> np.ndarray:
     """Checks that part indices are integers in 0..24 and returns them as int32."""
-    if not np.issubdtype(i.dtype, np.integer):
-        if i.size and not np.all(np.isfinite(i) & (i == np.round(i))):
-            raise ValueError(f"{name}: part indices must be integers 0..{NUM_PARTS}")
+    if not np.issubdtype(i.dtype, np.integer) and i.size and not np.all(np.isfinite(i) & (i == np.round(i))):
+        raise ValueError(f"{name}: part indices must be integers 0..{NUM_PARTS}")
     if i.size and (i.min() < 0 or i.max() > NUM_PARTS):
         raise ValueError(f"{name}: part index out of range 0..{NUM_PARTS} (got {i.min()}..{i.max()})")
     return i.astype(np.int32)
@@ -208,10 +220,14 @@ def iuv_to_surface(chart: Chart, i, u, v) -> SurfacePoints:
       SurfacePoints with ``(..., 3)`` vertex ids / barycentrics and ``(...)``
       valid; numpy arrays, or jax arrays if any input is a ``jax.Array``.
 
-    Raises:
-      ValueError: part index not an integer in 0..24, or u, v outside
-        ``[0, 1]`` (e.g. a 0-255 map: divide by 255 first).
+    Errors:
+      TypeError: ``chart`` is not a loaded chart (e.g. the name ``"smpl"`` or
+        None: pass ``load_chart(name)``).
+      ValueError: part index not an integer in 0..24, u, v outside ``[0, 1]``
+        (e.g. a 0-255 map: divide by 255 first), shapes that do not
+        broadcast, or a traced (jit) input.
     """
+    chart = _check_chart(chart)
     to_jax = any(isinstance(x, jax.Array) for x in (i, u, v))
     i, u, v = (_host_array(x, name) for x, name in ((i, "i"), (u, "u"), (v, "v")))
     try:
@@ -298,6 +314,12 @@ def refine_iuv(
 
     Returns:
       ``(H, W, 3)`` refined IUV map, same dtype.
+
+    Errors:
+      ValueError: ``iuv`` not ``(H, W, 3)`` or I not an integer in 0..24,
+        ``keypoints``/``visibility`` not ``(K, 2)``/``(K,)`` with ``K =
+        len(keypoint_parts)``, a part outside 1..24 in ``keypoint_parts``, or
+        a traced (jit) input. Non-finite keypoints are unused, like invisible ones.
     """
     iuv = _host_array(iuv, "iuv")
     if iuv.ndim != 3 or iuv.shape[-1] != 3:
@@ -374,6 +396,52 @@ def _pad(num: int, xy: np.ndarray, points: SurfacePoints) -> tuple[np.ndarray, S
     return pad(xy.astype(np.float32)), SurfacePoints(*map(pad, points)), weight
 
 
+def _iuv_uv(iuv: np.ndarray, rows: np.ndarray, cols: np.ndarray, uv_max) -> tuple[np.ndarray, np.ndarray]:
+    """U, V in [0, 1] of foreground pixels; a map that cannot be in the ``uv_max`` scale is a ValueError."""
+    if uv_max is None:
+        if not np.issubdtype(iuv.dtype, np.integer):
+            raise ValueError("uv_max is required for a float IUV map: 255 for U, V in 0-255, 1 for 0-1")
+        uv_max = 255
+    if isinstance(uv_max, bool) or uv_max not in (1, 255):
+        raise ValueError(f"uv_max must be 255 or 1, got {uv_max!r}")
+    uv = iuv[rows, cols, 1:].astype(np.float64)
+    finite = uv[np.isfinite(uv)]  # NaN U, V only invalidate their point (phi).
+    if finite.size:
+        lo, hi = finite.min(), finite.max()
+        if lo < -_UV_RANGE_TOL * uv_max or hi > (1 + _UV_RANGE_TOL) * uv_max:
+            hint = "; a 0-255 map needs uv_max=255" if uv_max == 1 and hi <= 255 else ""
+            raise ValueError(f"IUV map U, V must be in [0, uv_max={uv_max}], got {lo:.3g}..{hi:.3g}{hint}")
+        if uv_max == 255 and hi <= 1 and np.any(finite != np.round(finite)):
+            raise ValueError(
+                f"uv_max=255, but every foreground U, V is in [0, 1] with fractions ({lo:.3g}..{hi:.3g}): "
+                "a 0-1 map needs uv_max=1"
+            )
+    return uv[:, 0] / uv_max, uv[:, 1] / uv_max
+
+
+def _annotation_points(source: Mapping) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """xy ``(n, 2)`` (NaN where not finite) and i, u, v of a COCO-DensePose annotation."""
+    missing = [k for k in ("dp_x", "dp_y", "dp_I", "dp_U", "dp_V", "bbox") if k not in source]
+    if missing:
+        raise ValueError(f"COCO-DensePose annotation lacks {missing}")
+    fields = [np.asarray(source[k], np.float64).reshape(-1) for k in ("dp_x", "dp_y", "dp_I", "dp_U", "dp_V")]
+    if len({f.size for f in fields}) != 1:
+        raise ValueError(f"dp_x, dp_y, dp_I, dp_U, dp_V differ in length: {[f.size for f in fields]}")
+    bbox = np.asarray(source["bbox"], np.float64).reshape(-1)
+    if bbox.shape != (4,):
+        raise ValueError(f"bbox must be [x, y, w, h], got {source['bbox']!r}")
+    if np.any(bbox[2:] < 0):
+        raise ValueError(f"bbox [x, y, w, h] needs w, h >= 0, got {bbox.tolist()}")
+    x, y, i, u, v = fields
+    i = _part_indices(i, "dp_I")
+    uv = np.concatenate([u, v])
+    uv = uv[np.isfinite(uv)]
+    if uv.size and (uv.min() < -_UV_RANGE_TOL or uv.max() > 1 + _UV_RANGE_TOL):
+        raise ValueError(f"dp_U, dp_V must be in [0, 1] (COCO-DensePose's scale), got {uv.min():.3g}..{uv.max():.3g}")
+    xy = np.stack([bbox[0] + x / 255.0 * bbox[2], bbox[1] + y / 255.0 * bbox[3]], -1)
+    return xy, i, u, v
+
+
 def sample_dense_keypoints(
     chart: Chart,
     source,
@@ -404,38 +472,43 @@ def sample_dense_keypoints(
       ``xy (N, 2)`` float32 pixel coordinates (the IUV map's, or the image's
       for an annotation; ``camera.pixels_to_normalized`` turns crop pixels into
       the loss frame), SurfacePoints ``(N, 3)``/``(N,)``, and ``weight (N,)``
-      float32: 1 for a real point, 0 for padding or a point phi rejects.
+      float32: 1 for a real point, 0 for padding, a point phi rejects (e.g. NaN
+      U, V) or an annotation point whose position is not finite (NaN in
+      ``bbox``, ``dp_x`` or ``dp_y``; its ``xy`` is then 0, never NaN).
+
+    Errors:
+      TypeError: ``chart`` not a loaded chart (pass ``load_chart(name)``),
+        ``num`` not an int, or a bad ``rng``.
+      ValueError: ``num < 1``; an IUV map not ``(H, W, 3)``, I not in 0..24,
+        ``uv_max`` missing for a float map or not 1 / 255, or U, V that cannot
+        be in the ``uv_max`` scale (outside ``[0, uv_max]``, or ``uv_max=255``
+        with every U, V a fraction in ``[0, 1]``); an annotation lacking a
+        field, with fields of different lengths, a ``bbox`` that is not
+        ``[x, y, w, h]`` with w, h >= 0, ``dp_I`` not in 0..24 or ``dp_U``,
+        ``dp_V`` outside ``[0, 1]``.
     """
+    chart = _check_chart(chart)
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)):
+        raise TypeError(f"num must be an int, got {type(num).__name__}")
+    if num < 1:
+        raise ValueError(f"num must be >= 1, got {num}")
     gen = _generator(rng)
     if isinstance(source, Mapping):
-        missing = [k for k in ("dp_x", "dp_y", "dp_I", "dp_U", "dp_V", "bbox") if k not in source]
-        if missing:
-            raise ValueError(f"COCO-DensePose annotation lacks {missing}")
-        fields = [np.asarray(source[k], np.float64).reshape(-1) for k in ("dp_x", "dp_y", "dp_I", "dp_U", "dp_V")]
-        if len({f.size for f in fields}) != 1:
-            raise ValueError("dp_x, dp_y, dp_I, dp_U, dp_V differ in length")
-        bbox = np.asarray(source["bbox"], np.float64).reshape(-1)
-        if bbox.shape != (4,):
-            raise ValueError(f"bbox must be [x, y, w, h], got {source['bbox']!r}")
-        x, y, i, u, v = fields
-        xy = np.stack([bbox[0] + x / 255.0 * bbox[2], bbox[1] + y / 255.0 * bbox[3]], -1)
+        xy, i, u, v = _annotation_points(source)
     else:
         iuv = _host_array(source, "iuv")
         if iuv.ndim != 3 or iuv.shape[-1] != 3:
             raise ValueError(f"iuv must be (H, W, 3) or a COCO-DensePose annotation, got shape {iuv.shape}")
-        if uv_max is None:
-            if not np.issubdtype(iuv.dtype, np.integer):
-                raise ValueError("uv_max is required for a float IUV map: 255 for U, V in 0-255, 1 for 0-1")
-            uv_max = 255.0
-        if uv_max not in (1, 255):
-            raise ValueError(f"uv_max must be 255 or 1, got {uv_max}")
         rows, cols = np.nonzero(_part_indices(iuv[..., 0], "iuv[..., 0]"))
         xy = np.stack([cols + 0.5, rows + 0.5], -1)
         i = iuv[rows, cols, 0]
-        u, v = (iuv[rows, cols, c].astype(np.float64) / uv_max for c in (1, 2))
+        u, v = _iuv_uv(iuv, rows, cols, uv_max)
     if xy.shape[0] > num:
         keep = np.sort(gen.choice(xy.shape[0], num, replace=False))
         xy, i, u, v = xy[keep], i[keep], u[keep], v[keep]
+    finite = np.all(np.isfinite(xy), -1)
+    if not finite.all():  # As background: weight 0, and xy 0 so no NaN leaks through a product.
+        xy, i = np.where(finite[:, None], xy, 0.0), np.where(finite, i, 0)
     return _pad(num, xy, iuv_to_surface(chart, i, u, v))
 
 
@@ -457,6 +530,11 @@ def project_surface_points(vertices: jnp.ndarray, points: SurfacePoints, camera:
 
     Returns:
       ``(..., N, 2)`` normalized crop coordinates.
+
+    Errors:
+      ValueError: ``vertices`` not ``(..., V, 3)``, ids / barycentrics not
+        both ``(..., N, 3)``, or ``camera`` not ``(..., 3)`` (shape checks
+        only, so it stays jit-safe; NaN inputs give NaN outputs).
     """
     vertices = jnp.asarray(vertices)
     ids = jnp.asarray(points.vertex_ids)

@@ -28,7 +28,10 @@ def mpjpe(pred: jnp.ndarray, gt: jnp.ndarray) -> jnp.ndarray:
       gt: ``(..., N, 3)`` ground-truth joints, metres.
 
     Returns:
-      ``(...,)`` mean Euclidean distance in millimetres.
+      ``(...,)`` mean Euclidean distance in millimetres (NaN if a point is NaN).
+
+    Errors:
+      ValueError: ``pred`` and ``gt`` not both ``(..., N, 3)`` of one shape.
     """
     pred, gt = _check_points3d(pred, gt)
     return _mean_distance(pred, gt) * _MM_PER_M
@@ -52,6 +55,9 @@ def pa_mpjpe(pred: jnp.ndarray, gt: jnp.ndarray) -> jnp.ndarray:
 
     Returns:
       ``(...,)`` mean Euclidean distance after alignment, millimetres.
+
+    Errors:
+      ValueError: ``pred`` and ``gt`` not both ``(..., N, 3)`` of one shape.
     """
     pred, gt = _check_points3d(pred, gt)
     return _mean_distance(geometry.procrustes_align(pred, gt, scale=True), gt) * _MM_PER_M
@@ -97,17 +103,26 @@ def dense_keypoint_distance(
     Returns:
       ``(...,)`` weighted mean distance; 0 for an example whose weights sum to 0.
       Points of weight 0 are selected out, so NaN/inf there does not leak into
-      the value or gradient. Negative weights raise ``ValueError`` when
-      concrete and are clamped to 0 under ``jit``.
+      the value or gradient (a NaN at a point of positive weight does: loud).
+
+    Errors:
+      ValueError: shapes not ``(..., N, 2)`` / ``(..., N)``, an unknown
+        ``norm``, or (concrete ``weight`` only) a negative or non-finite
+        weight. Under ``jit`` the weight cannot be checked: negative and
+        non-finite weights then count as 0.
     """
     pred_xy, target_xy, weight = jnp.asarray(pred_xy), jnp.asarray(target_xy), jnp.asarray(weight)
     if pred_xy.shape[-1:] != (2,) or pred_xy.shape != target_xy.shape:
         raise ValueError(f"pred_xy and target_xy must both be (..., N, 2), got {pred_xy.shape}, {target_xy.shape}")
     if weight.shape != pred_xy.shape[:-1]:
         raise ValueError(f"weight must be {pred_xy.shape[:-1]}, got {weight.shape}")
-    if not isinstance(weight, jax.core.Tracer) and np.any(np.asarray(weight) < 0):
-        raise ValueError(f"weight must be non-negative, got min {np.asarray(weight).min()}")
-    weight = jnp.maximum(weight, 0)
+    if not isinstance(weight, jax.core.Tracer):
+        concrete = np.asarray(weight)
+        if not np.all(np.isfinite(concrete)):
+            raise ValueError("weight must be finite (0 masks a point out), found NaN or inf")
+        if np.any(concrete < 0):
+            raise ValueError(f"weight must be non-negative, got min {concrete.min()}")
+    weight = jnp.where(jnp.isfinite(weight) & (weight > 0), weight, 0)
     diff = jnp.where(weight[..., None] > 0, pred_xy - target_xy, 0.0)
     if norm == "l1":
         dist = jnp.sum(jnp.abs(diff), axis=-1)

@@ -31,7 +31,9 @@ one ``np.minimum.at`` over 64-bit keys ``(depth bits, face index)``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +47,7 @@ _NEAR = 1e-3  # perspective near plane (metres); faces reaching closer are dropp
 _EMPTY = np.iinfo(np.uint64).max
 _OWNER = -np.nextafter(0.0, 1.0)  # `w > _OWNER` is `w >= 0` (edge owns its pixels)
 
+_UV_TOL = 1e-6  # chart uv this far outside [0, 1] is rounding, not a wrong scale
 _MAT_KEYS = ("All_FaceIndices", "All_Faces", "All_U_norm", "All_V_norm", "All_vertices")
 _CHART_KEYS = ("faces", "uv", "vertex_ids", "parts")
 _FACE_CHART_KEYS = ("face_part", "face_uv", "face_vertices")
@@ -72,6 +75,10 @@ class RenderChart:
         vertex_ids, parts = np.ravel(self.vertex_ids), np.ravel(self.parts)
         if uv.ndim != 2 or uv.shape[1] != 2:
             raise ValueError(f"chart uv must have shape (N, 2), got {uv.shape}")
+        bad = uv[~((uv >= -_UV_TOL) & (uv <= 1 + _UV_TOL))]  # NaN is bad too
+        if bad.size:
+            raise ValueError(f"chart uv must be finite and in [0, 1], got {bad.size} values outside "
+                             f"(e.g. {bad[0]:.3g}); divide a 0-255 chart by 255")
         for name, arr, n, top in (("vertex_ids", vertex_ids, len(uv), np.iinfo(np.int32).max),
                                   ("parts", parts, len(faces), 255)):
             valid = arr.shape == (n,) and _is_int(arr)
@@ -86,7 +93,7 @@ class RenderChart:
         object.__setattr__(self, "parts", parts.astype(np.uint8))
 
     @classmethod
-    def from_any(cls, chart: Any) -> "RenderChart":
+    def from_any(cls, chart: Any) -> RenderChart:
         """Builds a ``RenderChart`` from a chart in one of the accepted forms.
 
         Accepted: a ``RenderChart``; a ``densepose.Chart`` (or anything with
@@ -98,9 +105,18 @@ class RenderChart:
         e.g. the dict from ``scipy.io.loadmat``). Convert once and reuse the
         result: ``render`` converts (and validates) a non-``RenderChart`` chart
         on every call.
+
+        Errors:
+          TypeError: a chart name or path (pass ``densepose.load_chart(name)``).
+          ValueError: none of the accepted key sets, or arrays of the wrong
+            shape, type or range (e.g. uv outside [0, 1]).
         """
         if isinstance(chart, cls):
             return chart
+        if isinstance(chart, (str, os.PathLike)):
+            name = os.fspath(chart)
+            raise TypeError(f"chart must be chart arrays, got the name {name!r}: "
+                            f"pass densepose.load_chart({name!r})")
         get = _getter(chart)
         if all(get(k) is not None for k in _FACE_CHART_KEYS):
             # A per-face chart (``densepose.Chart``): one UV vertex per face corner.
@@ -173,8 +189,15 @@ def project_vertices(
 
     Returns:
       ``(V, 2)`` float64 pixel coordinates (x, y) and ``(V,)`` float64 depth.
+
+    Errors:
+      ValueError: ``vertices`` not ``(V, 3)``, ``camera`` not 3 finite
+        numbers, an unknown ``projection``, or (perspective) ``s <= 0`` or
+        ``focal`` not a finite positive number.
     """
     vertices = np.asarray(vertices, dtype=np.float64)
+    if vertices.ndim != 2 or vertices.shape[1] != 3:
+        raise ValueError(f"vertices must have shape (V, 3), got {vertices.shape}")
     camera = np.asarray(camera, dtype=np.float64).reshape(-1)
     if camera.shape != (3,) or not np.all(np.isfinite(camera)):
         raise ValueError(f"camera must be 3 finite numbers (s, tx, ty), got {camera}")
@@ -185,7 +208,7 @@ def project_vertices(
         xy = scale * (vertices[:, :2] + translation)
         depth = vertices[:, 2].copy()
     else:
-        if scale <= 0 or focal <= 0:
+        if not (scale > 0 and 0 < focal < np.inf):  # NaN fails too
             raise ValueError(f"perspective needs s > 0 and focal > 0, got s={scale}, focal={focal}")
         depth = vertices[:, 2] + focal / scale
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -218,10 +241,29 @@ def rasterize(
 
     Returns:
       ``Fragments`` of the visible faces.
+
+    Errors:
+      ValueError: ``xy`` not ``(V, 2)``, ``depth`` not ``(V,)``, bad
+        ``faces``, a bad image size, or a face corner with a non-finite
+        position or depth (with ``perspective_correct``, corners behind the
+        near plane may be non-finite: their faces are dropped).
     """
     xy = np.asarray(xy, dtype=np.float64)
     depth = np.asarray(depth, dtype=np.float64).reshape(-1)
     faces = _as_faces(faces, "faces")
+    height, width = _image_size((height, width))
+    if xy.ndim != 2 or xy.shape[1] != 2 or depth.shape != xy.shape[:1]:
+        raise ValueError(f"xy must be (V, 2) and depth (V,), got {xy.shape}, {depth.shape}")
+    if faces.size and faces.max() >= xy.shape[0]:
+        raise ValueError(f"faces reach vertex {faces.max()}, but there are {xy.shape[0]}")
+    used = np.zeros(xy.shape[0], bool)
+    used[faces.ravel()] = True
+    bad = used & ~(np.isfinite(xy).all(-1) & np.isfinite(depth))
+    if perspective_correct:
+        bad &= ~(depth <= _NEAR)  # dropped by the near plane anyway
+    if bad.any():
+        raise ValueError(f"{bad.sum()} face corners have a non-finite position or depth "
+                         f"(e.g. vertex {np.flatnonzero(bad)[0]})")
     setup = _setup_faces(xy, depth, faces, perspective_correct, cull_backfaces,
                          height, width)
     keys = np.full(height * width, _EMPTY, dtype=np.uint64)
@@ -301,6 +343,16 @@ def render(
     Returns:
       The image (shape and dtype per ``mode``), and the ``Fragments`` if
       ``return_fragments``.
+
+    Errors:
+      ValueError: an unknown ``mode`` or ``projection``; ``vertices`` not a
+        finite ``(V, 3)`` array; ``faces`` not ``(F, 3)`` non-negative ints
+        below V; a bad ``size`` or ``camera``; ``iuv``/``seg`` without a
+        chart, or chart ids beyond the mesh; for ``rgb``: ``background`` not
+        an ``(H, W, 3)`` uint8 image, ``color`` not 3 floats in [0, 1] (a
+        0-255 colour is an error, not saturated white), ``light_direction``
+        non-finite or zero, ``ambient``/``alpha`` outside [0, 1] or NaN.
+      TypeError: ``chart`` given as a name (pass ``densepose.load_chart(name)``).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -339,8 +391,11 @@ def render(
                     f"{background.shape} {background.dtype}")
         color = np.asarray(color, dtype=np.float64).reshape(-1)
         light = np.asarray(light_direction, dtype=np.float64).reshape(-1)
-        if color.shape != (3,) or light.shape != (3,) or not np.any(light):
-            raise ValueError("color and light_direction must be 3 numbers (light non-zero)")
+        if color.shape != (3,) or not np.all((color >= 0) & (color <= 1)):  # NaN fails too
+            hint = "; divide 0-255 colours by 255" if color.shape == (3,) and np.all(color <= 255) else ""
+            raise ValueError(f"color must be 3 floats in [0, 1], got {color.tolist()}{hint}")
+        if light.shape != (3,) or not np.all(np.isfinite(light)) or not np.any(light):
+            raise ValueError(f"light_direction must be 3 finite numbers, not all 0, got {light.tolist()}")
         if not (0.0 <= ambient <= 1.0 and 0.0 <= alpha <= 1.0):
             raise ValueError(f"ambient and alpha must lie in [0, 1], got {ambient}, {alpha}")
 
@@ -435,8 +490,6 @@ def _setup_faces(xy, depth, faces, perspective_correct, cull_backfaces, height, 
     ``w_i / area2`` is barycentric coordinate i. Swapping an edge's ends negates
     ``a, b, c`` exactly, so neighbours agree on which side a pixel lies.
     """
-    if faces.size and faces.max() >= xy.shape[0]:
-        raise ValueError(f"faces reach vertex {faces.max()}, but there are {xy.shape[0]}")
     corners = faces.T  # (3, F)
     index = np.arange(faces.shape[0])
     if perspective_correct:  # drop faces that reach behind the near plane
@@ -470,12 +523,12 @@ def _setup_faces(xy, depth, faces, perspective_correct, cull_backfaces, height, 
     if perspective_correct:
         q = 1.0 / q  # 1/depth is affine in screen space
     plane = np.stack([(u * q).sum(axis=0) for u in (a, b, c)]) / area2  # q = plane.(x, y, 1)
-    return dict(
-        index=index, a=a, b=b, c=c, area2=area2, q=q, plane=plane,
-        threshold=np.where(owner, _OWNER, 0.0),
-        col0=col0.astype(np.int64), ncols=(col1 - col0).astype(np.int64) + 1,
-        row0=row0.astype(np.int64), nrows=(row1 - row0).astype(np.int64) + 1,
-        perspective=perspective_correct)
+    return {
+        "index": index, "a": a, "b": b, "c": c, "area2": area2, "q": q, "plane": plane,
+        "threshold": np.where(owner, _OWNER, 0.0),
+        "col0": col0.astype(np.int64), "ncols": (col1 - col0).astype(np.int64) + 1,
+        "row0": row0.astype(np.int64), "nrows": (row1 - row0).astype(np.int64) + 1,
+        "perspective": perspective_correct}
 
 
 def _next_pow2(n: np.ndarray, cap: int) -> np.ndarray:

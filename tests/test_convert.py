@@ -25,6 +25,11 @@ def _save(model, path):
     return path
 
 
+def _save_dict(state, path):
+    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(path))
+    return path
+
+
 def _torch_forward(model, x_nhwc):
     with torch.no_grad():
         return model(torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2)))).numpy()
@@ -95,6 +100,59 @@ def test_file_errors(tmp_path):
     (tmp_path / "w.npz").write_bytes(b"")
     with pytest.raises(ValueError, match="Unknown state dict format"):
         convert.load_torchvision(tmp_path / "w.npz", 18)
+
+
+def test_nan_weights_and_negative_running_var_are_named(tmp_path):
+    # Issue case 8: each bad tensor is named, nothing loads silently.
+    state = torch_resnet.state_dict_numpy(_twin(10, num_classes=None, width=8))
+    state["layer1.0.conv1.weight"][0, 0, 0, 0] = np.nan
+    state["fc.bias"] = np.full(5, np.inf, np.float32)
+    state["fc.weight"] = np.zeros((5, 64), np.float32)
+    state["layer2.0.bn1.running_var"][3] = -0.5
+    with pytest.raises(ValueError) as err:
+        convert.load_torchvision(_save_dict(state, tmp_path / "bad.safetensors"), 10, width=8)
+    msg = str(err.value)
+    assert "2 with NaN/inf: fc.bias, layer1.0.conv1.weight" in msg
+    assert "1 negative running variance: layer2.0.bn1.running_var (min -0.5)" in msg
+
+
+def test_depth_and_layout_errors_report_the_architecture():
+    # Issue case 13: depth "18" is a type error (not "unsupported, choose 18"); an HWIO or transposed
+    # tensor is reported against the shape the architecture expects, not one inferred from it.
+    state = torch_resnet.state_dict_numpy(_twin(10, num_classes=7, width=8))
+    for depth in ("10", 10.0, True):
+        with pytest.raises(TypeError, match=r"depth must be an int \(one of \[10, .*got .* of type"):
+            convert.convert_state_dict(state, depth, width=8)
+    with pytest.raises(TypeError, match="width must be an int"):
+        convert.convert_state_dict(state, 10, width="8")
+    with pytest.raises(TypeError, match="mapping"):
+        convert.convert_state_dict([("conv1.weight", 0)], 10)
+    hwio = {**state, "conv1.weight": state["conv1.weight"].transpose(2, 3, 1, 0),
+            "fc.weight": state["fc.weight"].T}
+    with pytest.raises(ValueError) as err:
+        convert.convert_state_dict(hwio, 10, width=8)
+    msg = str(err.value)
+    assert "resnet(10, num_classes=7, width=8)" in msg
+    assert "conv1.weight: file (7, 7, 3, 8), expected torch shape (8, 3, 7, 7) (a Flax/TF [kh, kw, I, O]" in msg
+    assert "fc.weight: file (64, 7), expected torch shape (7, 64) (transposed?" in msg
+
+
+def test_unreadable_files_are_named(tmp_path):
+    # Issue case 13: a non-state-dict .pth (no bare `KeyError: 101`), a corrupt safetensors file,
+    # a checkpoint with other entries and a pickled whole model all name the file.
+    (tmp_path / "text.pth").write_bytes(b"hello world")
+    (tmp_path / "text.safetensors").write_bytes(b"hello world")
+    torch.save({"epoch": 3, "model": torch.nn.Linear(2, 2).state_dict()}, tmp_path / "ckpt.pth")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "model.pth")
+    torch.save([torch.zeros(2)], tmp_path / "list.pth")
+    for name, match in (("text.pth", r"KeyError.*state_dict\(\)"), ("text.safetensors", "not a readable safetensors"),
+                        ("ckpt.pth", "'epoch' is int, not a tensor"), ("model.pth", "UnpicklingError"),
+                        ("list.pth", "does not hold a state dict")):
+        with pytest.raises(ValueError, match=match) as err:
+            convert.load_torchvision(tmp_path / name, 10)
+        assert name in str(err.value) and "weights_only=False" not in str(err.value)
+    with pytest.raises(ValueError, match="backbone lacks"):
+        convert.merge_backbone({"params": {}, "batch_stats": {}}, {"params": {}}, "image_encoder")
 
 
 def test_merge_backbone_into_regressor(tmp_path):

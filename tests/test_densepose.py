@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from dct_jax import camera, densepose, smpl
+from dct_jax import camera, densepose, metrics, smpl
 
 SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
 
@@ -117,6 +117,30 @@ def test_load_default_chart():
         assert densepose.load_chart("default").source == path
 
 
+def test_load_chart_bad_name_or_file_says_what_is_valid(tmp_path):
+    # Issue case 11: names are listed, the path is named, numpy's allow_pickle advice is never passed on.
+    with pytest.raises(FileNotFoundError, match=r"'SMPL'.*'smpl', 'default'.*did you mean 'smpl'"):
+        densepose.load_chart("SMPL")
+    with pytest.raises(FileNotFoundError, match=r"x\.npz.*'smpl', 'default'"):
+        densepose.load_chart(tmp_path / "x.npz")
+    with pytest.raises(TypeError, match="'smpl', 'default'"):
+        densepose.load_chart(None)
+    np.savez(tmp_path / "obj.npz", All_Faces=np.array([{"a": 1}], dtype=object))
+    (tmp_path / "text.npz").write_bytes(b"not an archive at all")
+    np.savez(tmp_path / "cut.npz", a=np.zeros(100))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "cut.npz").read_bytes()[:60])
+    (tmp_path / "text.mat").write_bytes(b"not a mat file " * 20)
+    (tmp_path / "empty.mat").write_bytes(b"")
+    for name, match in (("obj.npz", "'All_Faces' is an object"), ("text.npz", "not a readable .npz"),
+                        ("cut.npz", "BadZipFile"), ("text.mat", "not a readable .mat"), ("empty.mat", "MatReadError")):
+        with pytest.raises(ValueError, match=match) as err:
+            densepose.load_chart(tmp_path / name)
+        assert str(tmp_path / name) in str(err.value) and "allow_pickle" not in str(err.value)
+    data = {k: np.asarray(x) for k, x in zip(densepose.CHART_KEYS, ([1], [[1, 2, 3]], [0, 1, 0], [0, 0, 1], [1, 2, 3]))}
+    with pytest.raises(ValueError, match="'All_Faces' must hold integer ids"):
+        densepose.chart_from_arrays(*{**data, "All_Faces": np.array([[1.0, 2.5, 3.0]])}.values())
+
+
 def _square_chart() -> densepose.Chart:
     """Part 1: the lower-left triangle of the unit square; part 2: its two halves."""
     u = np.array([0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0])
@@ -208,6 +232,17 @@ def test_phi_accepts_jax_arrays(chart):
     np.testing.assert_array_equal(points.vertex_ids, expected.vertex_ids)
     with pytest.raises(ValueError, match="outside jit"):
         jax.jit(lambda x: densepose.iuv_to_surface(chart, i, x, x).barycentric)(u)
+
+
+def test_functions_taking_a_chart_reject_a_name_or_none():
+    # Issue case 12: a name or None instead of a loaded chart is a TypeError saying what to pass.
+    iuv = np.zeros((4, 4, 3), np.uint8)
+    for call in (lambda c: densepose.iuv_to_surface(c, 1, 0.5, 0.5),
+                 lambda c: densepose.sample_dense_keypoints(c, iuv, num=4, rng=0)):
+        with pytest.raises(TypeError, match=r"pass densepose\.load_chart\('default'\)"):
+            call("default")
+        with pytest.raises(TypeError, match=r"got NoneType: pass densepose\.load_chart\(name\)"):
+            call(None)
 
 
 # ----------------------------------------------------------------------------- refinement
@@ -416,6 +451,52 @@ def test_sample_from_coco_densepose_annotation(chart):
     assert weight2.tolist() == [1, 1] and all(any(np.allclose(p, q) for q in xy[:4]) for p in xy2)
     with pytest.raises(ValueError, match="bbox"):
         densepose.sample_dense_keypoints(chart, {k: v for k, v in ann.items() if k != "bbox"}, rng=0)
+
+
+def test_sample_rejects_iuv_map_in_the_wrong_uv_scale():
+    # Issue case 1: a 0-1 float map with uv_max=255 (U, V divided twice) or a 0-255 map with uv_max=1.
+    chart = _square_chart()
+    iuv = np.zeros((6, 6, 3), np.float32)
+    iuv[1:5, 1:5] = [1, 0.3, 0.2]
+    iuv[2, 2, 1:] = [0.9, 0.05]
+    with pytest.raises(ValueError, match=r"uv_max=255.*in \[0, 1\] with fractions.*uv_max=1"):
+        densepose.sample_dense_keypoints(chart, iuv, num=20, rng=0, uv_max=255)
+    ok = densepose.sample_dense_keypoints(chart, iuv, num=20, rng=0, uv_max=1)
+    assert ok[2].sum() == 16
+    scaled = iuv * [1, 255, 255]
+    with pytest.raises(ValueError, match=r"\[0, uv_max=1\].*needs uv_max=255"):
+        densepose.sample_dense_keypoints(chart, scaled, num=20, rng=0, uv_max=1)
+    with pytest.raises(ValueError, match=r"\[0, uv_max=255\]"):
+        densepose.sample_dense_keypoints(chart, scaled * 2, num=20, rng=0, uv_max=255)
+    same = densepose.sample_dense_keypoints(chart, np.rint(scaled), num=20, rng=0, uv_max=255)
+    np.testing.assert_array_equal(same[1].vertex_ids, ok[1].vertex_ids)
+    assert densepose.sample_dense_keypoints(chart, np.rint(scaled).astype(np.uint8), num=20, rng=0)[2].sum() == 16
+    for bad in (True, 2, float("nan")):
+        with pytest.raises(ValueError, match="uv_max must be 255 or 1"):
+            densepose.sample_dense_keypoints(chart, iuv, num=20, rng=0, uv_max=bad)
+    with pytest.raises(TypeError, match="num must be an int"):
+        densepose.sample_dense_keypoints(chart, iuv, num=20.0, rng=0, uv_max=1)
+    with pytest.raises(ValueError, match="num must be >= 1"):
+        densepose.sample_dense_keypoints(chart, iuv, num=0, rng=0, uv_max=1)
+
+
+def test_sample_annotation_nan_position_gets_weight_zero():
+    # Issue case 2: NaN in bbox / dp_x / dp_y gives weight 0 and a finite xy; DKD ignores the point.
+    chart = _square_chart()
+    ann = {"bbox": [10.0, 20.0, 51.0, 102.0], "dp_x": [0.0, np.nan, 255.0], "dp_y": [0.0, 5.0, np.inf],
+           "dp_I": [1, 1, 2], "dp_U": [0.2, 0.2, 0.9], "dp_V": [0.3, 0.3, 0.8]}
+    xy, points, weight = densepose.sample_dense_keypoints(chart, ann, num=4, rng=0)
+    np.testing.assert_array_equal(weight, [1, 0, 0, 0])
+    np.testing.assert_array_equal(xy, [[10, 20], [0, 0], [0, 0], [0, 0]])
+    assert not points.valid[1:].any() and np.all(points.barycentric[1:] == 0)
+    xy, _, weight = densepose.sample_dense_keypoints(chart, {**ann, "bbox": [np.nan, 0, 1, 1]}, num=4, rng=0)
+    assert np.all(weight == 0) and np.all(np.isfinite(xy))
+    dkd = metrics.dense_keypoint_distance(xy + 1.0, xy, weight)
+    assert dkd == 0
+    for bad, match in (({"bbox": [0, 0, -5, 10]}, "w, h >= 0"), ({"dp_I": [1, 25, 2]}, "dp_I"),
+                       ({"dp_U": [0.2, 51.0, 0.9]}, "dp_U, dp_V must be in"), ({"dp_V": [0.1]}, "differ in length")):
+        with pytest.raises(ValueError, match=match):
+            densepose.sample_dense_keypoints(chart, {**ann, **bad}, num=4, rng=0)
 
 
 # ----------------------------------------------------------------------------- projection

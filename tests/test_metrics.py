@@ -65,6 +65,24 @@ def test_dense_keypoint_distance_ignores_nan_at_zero_weight():
         metrics.dense_keypoint_distance(pred, target, -weight)
 
 
+def test_dense_keypoint_distance_masked_points_never_poison():
+    # Issue case 2: NaN at weight 0 is ignored; a NaN or negative weight is an error when concrete
+    # and counts as 0 under jit (never a NaN or negative distance).
+    pred = np.array([[[1.0, 2.0], [np.nan, np.nan], [0.0, 0.0]]])
+    target = np.array([[[1.0, 1.0], [np.nan, 1.0], [3.0, 4.0]]])
+    clean = metrics.dense_keypoint_distance(pred, target, np.array([[1.0, 0.0, 1.0]]))
+    np.testing.assert_allclose(clean, [(1 + 7) / 2])
+    for weight in ([[1.0, np.nan, 1.0]], [[1.0, np.inf, 1.0]]):
+        with pytest.raises(ValueError, match="weight must be finite"):
+            metrics.dense_keypoint_distance(pred, target, np.array(weight))
+    with pytest.raises(ValueError, match="non-negative"):
+        metrics.dense_keypoint_distance(pred, target, np.array([[1.0, 0.0, -1.0]]))
+    jitted = jax.jit(metrics.dense_keypoint_distance)
+    for weight in ([[1.0, np.nan, 1.0]], [[1.0, -3.0, 1.0]], [[1.0, np.inf, 1.0]]):
+        np.testing.assert_allclose(jitted(pred, target, np.array(weight)), clean)
+    assert jitted(pred, target, np.array([[-1.0, -1.0, -1.0]])) == 0
+
+
 # An independent transcription of SPIN's compute_similarity_transform
 # (points as 3 x N columns, SVD of K = X1 X2^T, R = V Z U^T).
 def _spin_similarity_transform(s1, s2):

@@ -129,6 +129,26 @@ def test_mean_param_files(tmp_path, monkeypatch):
         reg.load_mean_params(tmp_path / "mean.h5")
 
 
+def test_mean_param_file_errors_name_the_file(tmp_path):
+    # Issue case 11: no bare BadZipFile / numpy allow_pickle advice; every message names the file.
+    np.savez(tmp_path / "object.npz", pose=np.array([None] * 72, dtype=object), shape=np.zeros(10))
+    np.savez(tmp_path / "nan.npz", pose=np.full(72, np.nan), shape=np.zeros(10))
+    (tmp_path / "text.npz").write_bytes(b"not an archive")
+    np.savez(tmp_path / "cut.npz", pose=np.zeros(72), shape=np.zeros(10))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "cut.npz").read_bytes()[:80])
+    np.save(tmp_path / "single.npy", np.zeros(82))
+    (tmp_path / "single.npy").rename(tmp_path / "single.npz")
+    for name, match in (("object.npz", "'pose' is an object"), ("nan.npz", "'pose' holds NaN"),
+                        ("text.npz", "not a readable .npz"), ("cut.npz", "BadZipFile"), ("single.npz", "not an .npz")):
+        with pytest.raises(ValueError, match=match) as err:
+            reg.load_mean_params(tmp_path / name)
+        assert name in str(err.value) and "allow_pickle" not in str(err.value)
+    pytest.importorskip("h5py")
+    (tmp_path / "text.h5").write_bytes(b"not hdf5")
+    with pytest.raises(ValueError, match="text.h5.*not a readable HDF5"):
+        reg.load_mean_params(tmp_path / "text.h5")
+
+
 def test_hmr_h5_mean_params(tmp_path):
     h5py = pytest.importorskip("h5py")
     pose, shape = np.linspace(-1, 1, 72), np.linspace(0, 1, 10)

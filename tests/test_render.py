@@ -281,6 +281,12 @@ def test_real_densepose_chart_renders():
     (dict(mode="rgb", background=np.zeros((16, 16, 3), np.float32)), "background"),
     (dict(mode="rgb", background=np.zeros((8, 16, 3), np.uint8)), "background"),
     (dict(mode="rgb", color=(1, 0)), "color"),
+    (dict(mode="rgb", color=(200, 100, 50)), r"color must be 3 floats in \[0, 1\].*divide 0-255"),
+    (dict(mode="rgb", color=(np.nan, 0.5, 0.5)), r"color must be 3 floats in \[0, 1\]"),
+    (dict(mode="rgb", light_direction=(0, np.nan, -1)), "light_direction must be 3 finite"),
+    (dict(mode="rgb", light_direction=(0, 0, 0)), "not all 0"),
+    (dict(mode="rgb", ambient=np.nan), "ambient"),
+    (dict(projection="perspective", focal=np.nan), "focal > 0"),
     (dict(mode="rgb", alpha=2.0), "alpha"),
     (dict(projection="fisheye"), "projection"),
     (dict(projection="perspective", camera=np.array([-1.0, 0, 0])), "s > 0"),
@@ -298,3 +304,22 @@ def test_chart_vertex_ids_must_index_the_mesh():
     _, _, chart = _uv_sphere_with_seam_chart()
     with pytest.raises(ValueError, match="vertex_ids"):
         render.render(np.zeros((5, 3)), None, np.array([1.0, 0, 0]), 16, "iuv", chart=chart)
+
+
+def test_colour_light_chart_and_position_errors_are_explicit():
+    # Issue case 6 and siblings: a 0-255 colour or NaN light never renders silently (see the
+    # parametrized cases above); a chart name, a 0-255 chart or NaN positions are errors too.
+    vertices, faces, chart = _uv_sphere_with_seam_chart()
+    camera = np.array([1.0, 0.0, 0.0])
+    with pytest.raises(TypeError, match=r"pass densepose\.load_chart\('smpl'\)"):
+        render.render(vertices, None, camera, 16, "iuv", chart="smpl")
+    with pytest.raises(ValueError, match=r"chart uv must be finite and in \[0, 1\].*255"):
+        render.RenderChart(faces=chart.faces, uv=chart.uv * 255, vertex_ids=chart.vertex_ids, parts=chart.parts)
+    xy = np.array([[1.0, 1.0], [9.0, 1.0], [1.0, np.nan], [np.nan, 0.0]])
+    with pytest.raises(ValueError, match="non-finite position or depth.*vertex 2"):
+        render.rasterize(xy, np.zeros(4), np.array([[0, 1, 2]]), 8, 8)
+    assert render.rasterize(xy, np.zeros(4), np.array([[0, 1, 0]]), 8, 8).face_ids.max() == -1  # vertex 3 unused
+    with pytest.raises(ValueError, match="non-finite"):
+        render.rasterize(xy[:3] * [1, 0] + 1, np.array([0.0, np.nan, 0.0]), np.array([[0, 1, 2]]), 8, 8)
+    image = render.render(vertices, faces, camera, 16, "rgb", color=(1, 0, 0), light_direction=(0, 0, -1))
+    assert image[8, 8, 0] > 0 and image[8, 8, 1:].max() == 0  # integer 0/1 colours are fine

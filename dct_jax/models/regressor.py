@@ -131,14 +131,36 @@ def load_mean_params(path: str | os.PathLike) -> np.ndarray:
 
     Returns:
       ``[85]`` float32, see ``mean_params_from``.
+
+    Errors:
+      FileNotFoundError: no such file.
+      ImportError: an ``.h5`` file without h5py.
+      ValueError: an unknown extension; a corrupt or unreadable file; ``pose``
+        or ``shape`` missing, an object (pickled) array, not 72 / 10 numbers,
+        or not finite. Every message names the file.
     """
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No mean-parameter file at {path!r}")
     if ext == ".npz":
-        with np.load(path) as f:
-            fields = {k: np.asarray(f[k]) for k in ("pose", "shape") if k in f}
+        try:
+            npz = np.load(path, allow_pickle=False)
+        except Exception as err:  # noqa: BLE001 - BadZipFile, pickled data, ...
+            first = str(err).splitlines()[0][:200] if str(err) else ""
+            why = f"{type(err).__name__}: {first}"
+            if "pickle" in first:  # numpy's advice (allow_pickle) is never right here
+                why = "not a zip archive; pickled data is never read"
+            raise ValueError(f"{path!r} is not a readable .npz file ({why})") from None
+        if not hasattr(npz, "files"):  # np.load gave a single .npy array
+            raise ValueError(f"{path!r} is not an .npz archive (a single .npy array?)")
+        with npz:
+            fields = {}
+            for key in (k for k in ("pose", "shape") if k in npz.files):
+                try:
+                    fields[key] = np.asarray(npz[key])
+                except ValueError:
+                    raise ValueError(f"{path!r}: {key!r} is an object (pickled) array; it must be numbers") from None
     elif ext in (".h5", ".hdf5"):
         try:
             import h5py
@@ -147,13 +169,21 @@ def load_mean_params(path: str | os.PathLike) -> np.ndarray:
                 f"Reading {path!r} needs h5py (pip install h5py), or convert it to .npz "
                 "with arrays 'pose' [72] and 'shape' [10]."
             ) from e
-        with h5py.File(path, "r") as f:
-            fields = {k: np.asarray(f[k]) for k in ("pose", "shape") if k in f}
+        try:
+            with h5py.File(path, "r") as f:
+                fields = {k: np.asarray(f[k]) for k in ("pose", "shape") if k in f}
+        except Exception as err:  # noqa: BLE001 - OSError of a corrupt file, a group instead of a dataset, ...
+            raise ValueError(f"{path!r} is not a readable HDF5 file ({type(err).__name__}: {err})") from None
     else:
         raise ValueError(f"Unknown mean-parameter format {ext!r} for {path!r}: use .npz or .h5")
     missing = [k for k in ("pose", "shape") if k not in fields]
     if missing:
         raise ValueError(f"{path!r} lacks {missing} (needs 'pose' [72] and 'shape' [10])")
+    for key, value in fields.items():
+        if not np.issubdtype(value.dtype, np.number):
+            raise ValueError(f"{path!r}: {key!r} must be numbers, got dtype {value.dtype}")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{path!r}: {key!r} holds NaN or inf")
     try:
         return mean_params_from(fields["pose"], fields["shape"])
     except ValueError as e:
