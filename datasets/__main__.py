@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
+import re
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import datasets
 
@@ -29,20 +30,54 @@ class UsageError(ValueError):
     """A request that cannot be built as asked (reported without a traceback)."""
 
 
+# Split names as TFDS reads them back (``split="train"``, ``"train[:10%]"``):
+# lowercase identifiers; "all" is TFDS's name for every split together.
+_SPLIT_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_RESERVED_SPLITS = ("all",)
+
+
 def parse_split_sizes(text: str) -> dict[str, int]:
-    """``"train=2000,test=200"`` -> ``{"train": 2000, "test": 200}``."""
-    sizes = {}
+    """``"train=2000,test=200"`` -> ``{"train": 2000, "test": 200}``.
+
+    Errors:
+      argparse.ArgumentTypeError: not ``name=count`` items; a name TFDS cannot
+        read back (lowercase letters, digits and ``_``, starting with a
+        letter; not ``all``); a name given twice; a count that is not an
+        integer >= 1.
+    """
+    sizes: dict[str, int] = {}
     for item in text.split(","):
-        name, sep, count = item.partition("=")
-        if not sep or not name.strip() or not count.strip().isdigit():
-            raise argparse.ArgumentTypeError(
-                f"--split_sizes must look like train=2000,test=200; got {text!r}")
-        sizes[name.strip()] = int(count)
+        name, sep, count = (part.strip() for part in item.partition("="))
+        if not sep or not name or not count:
+            raise argparse.ArgumentTypeError(f"expected name=count items like train=2000,test=200; got {text!r}")
+        if name in sizes:
+            raise argparse.ArgumentTypeError(f"split {name!r} is given twice in {text!r}")
+        problem = _split_size_problem(name, int(count) if count.isdigit() else count)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        sizes[name] = int(count)
     return sizes
 
 
+def _split_size_problem(name: object, count: object) -> str | None:
+    """What is wrong with one ``split_sizes`` entry, or None."""
+    if not (isinstance(name, str) and _SPLIT_NAME.fullmatch(name)) or name in _RESERVED_SPLITS:
+        return (f"split name {name!r} is not one TFDS can read back; use lowercase letters, digits "
+                "and _, starting with a letter (and not 'all'), e.g. train=2000,test=200")
+    if type(count) is not int or count < 1:
+        return f"the count of split {name!r} must be an integer >= 1, got {count!r}"
+    return None
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage error as one line (and exit code 2), pointing to --help."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m datasets", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="python -m datasets", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list the dataset names")
     build = commands.add_parser("build", help="build (download_and_prepare) a dataset")
@@ -57,28 +92,58 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _writable_dir(path: str, flag: str) -> str:
+    """``path`` made absolute, if it is a writable directory or can be made one."""
+    if not path.strip():
+        raise UsageError(f"{flag} is empty; pass a directory")
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{flag} {path} is a file, not a directory")
+    existing = path
+    while not os.path.exists(existing):  # the nearest ancestor that exists must be writable
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"{flag} {path} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not writable" if existing == path else f"cannot be created: {existing} is not writable"
+        raise UsageError(f"{flag} {path} {what}")
+    return path
+
+
 def build(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,
           split_sizes: dict[str, int] | None = None, overwrite: bool = False):
     """Builds dataset ``name``; returns the prepared builder.
 
-    Raises:
-      UsageError: unknown name, a builder that takes no ``split_sizes``, or an
-        existing build with other split sizes than asked for (without
-        ``overwrite``; a builder's ``split_sizes`` attribute says what it makes).
+    Every argument is checked before anything is created.
+
+    Errors:
+      UsageError: unknown name; ``data_dir`` a file, empty or not writable
+        (nor creatable); ``manual_dir`` not a directory for a dataset that
+        needs one; a builder that takes no ``split_sizes``; split sizes that
+        are not ``{lowercase_name: int >= 1}``; an existing build with other
+        split sizes than asked for (without ``overwrite``; a builder's
+        ``split_sizes`` attribute says what it makes).
     """
     try:
         builder_cls = datasets.builder_class(name)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    import tensorflow_datasets as tfds  # noqa: PLC0415  (keeps `list` and errors fast)
-
     kwargs = {}
     if split_sizes is not None:
         if "split_sizes" not in inspect.signature(builder_cls.__init__).parameters:
             raise UsageError(f"dataset {name!r} does not take --split_sizes")
-        kwargs["split_sizes"] = split_sizes
+        problems = [_split_size_problem(k, v) for k, v in split_sizes.items()] or ["it is empty"]
+        if any(problems):  # the command line's rules
+            raise UsageError(f"split_sizes {split_sizes}: {next(p for p in problems if p)}")
+        kwargs["split_sizes"] = dict(split_sizes)
     if data_dir is not None:
-        kwargs["data_dir"] = os.path.abspath(os.path.expanduser(data_dir))
+        kwargs["data_dir"] = _writable_dir(data_dir, "--data_dir")
+    if manual_dir is not None:
+        manual_dir = os.path.abspath(os.path.expanduser(manual_dir))
+        if getattr(builder_cls, "MANUAL_DOWNLOAD_INSTRUCTIONS", None) and not os.path.isdir(manual_dir):
+            raise UsageError(f"--manual_dir {manual_dir} is not a directory")
+    import tensorflow_datasets as tfds  # noqa: PLC0415  (keeps `list` and errors fast)
+
     builder = builder_cls(file_format="array_record", **kwargs)
     requested = getattr(builder, "split_sizes", None)
     if builder.is_prepared() and not overwrite and requested is not None:
@@ -89,9 +154,7 @@ def build(name: str, *, data_dir: str | None = None, manual_dir: str | None = No
                 f"{requested}; pass --overwrite or another --data_dir")
     mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
-    config = tfds.download.DownloadConfig(
-        manual_dir=None if manual_dir is None else os.path.abspath(os.path.expanduser(manual_dir)),
-        download_mode=mode)
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir, download_mode=mode)
     builder.download_and_prepare(download_config=config)
     return builder
 
@@ -104,6 +167,7 @@ def _describe(builder, seconds: float) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit code (2: a user error, reported as one line)."""
     args = _parser().parse_args(argv)
     if args.command == "list":
         print("\n".join(datasets.builder_names()))

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import numbers
 import os
+from collections.abc import Sequence
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -126,21 +128,41 @@ def build_model(
 
     ``posedirs`` may be ``(V, 3, P)`` (the layout of SMPL's files) or
     ``(P, V * 3)`` (smplx's buffer); it is kept as ``(V, 3, P)``. ``source``
-    names the origin in errors.
+    names the origin in errors. ``num_betas`` and ``dtype`` are as in
+    :func:`load` (``None``: every shape component).
+
+    Errors:
+      ModelFileError (a ValueError) naming ``source`` and the field: an array
+        of the wrong shape, not real-valued, or with NaN/inf; no vertices or no
+        shape components; ``faces`` with non-integer values or vertex ids out
+        of range; ``parents`` that are not a tree listed parents-first
+        (``parents[0] == -1``, ``0 <= parents[j] < j``).
+      TypeError / ValueError: ``num_betas`` not an integer >= 1, ``dtype``
+        not a floating dtype JAX provides (float64 needs ``jax_enable_x64``).
     """
+    num_betas = _check_num_betas(num_betas)
+    dtype = _check_dtype(dtype)
     v_template = _as_array(v_template, "v_template", source)
     num_vertices = v_template.shape[0] if v_template.ndim == 2 else -1
     _expect(v_template.ndim == 2 and v_template.shape[1] == 3, source, "v_template", "(V, 3)", v_template)
+    if num_vertices == 0:
+        raise ModelFileError(f"{source}: field 'v_template' has no vertices")
+    parents = _as_array(parents, "kintree_table", source, integer=True)
+    _expect(parents.ndim == 1 and parents.size >= 1, source, "kintree_table",
+            "(2, J) with J >= 1 (parents: a sequence of J ints)", parents)
     parents = tuple(int(p) for p in parents)
     num_joints = len(parents)
     try:
         geometry._check_parents(parents, num_joints)
     except ValueError as err:
-        raise ModelFileError(f"{source}: field 'kintree_table' (parents): {err}") from None
+        raise ModelFileError(f"{source}: field 'kintree_table' (parents) is not a kinematic tree "
+                             f"listed parents-first: {err}") from None
 
     shapedirs = _as_array(shapedirs, "shapedirs", source)
     _expect(shapedirs.ndim == 3 and shapedirs.shape[:2] == (num_vertices, 3), source,
             "shapedirs", f"({num_vertices}, 3, NB)", shapedirs)
+    if shapedirs.shape[2] == 0:
+        raise ModelFileError(f"{source}: field 'shapedirs' has no shape components (shape {shapedirs.shape})")
     if num_betas is not None:
         if num_betas > shapedirs.shape[2]:
             logging.info("%s has %d shape components; using those instead of %d",
@@ -160,7 +182,7 @@ def build_model(
     lbs_weights = _as_array(lbs_weights, "weights", source)
     _expect(lbs_weights.shape == (num_vertices, num_joints), source, "weights",
             f"({num_vertices}, {num_joints})", lbs_weights)
-    faces = _as_array(faces, "f", source, dtype=np.int64)
+    faces = _as_array(faces, "f", source, integer=True)
     _expect(faces.ndim == 2 and faces.shape[1] == 3, source, "f", "(F, 3)", faces)
     if faces.size and (faces.min() < 0 or faces.max() >= num_vertices):
         raise ModelFileError(f"{source}: field 'f' has vertex ids outside [0, {num_vertices})")
@@ -182,7 +204,24 @@ def build_model(
     )
 
 
-def load(path: str | os.PathLike | None = None, *, num_betas: int = 10,
+def parents_from_kintree(kintree_table: Any, source: str = "arrays") -> list[int]:
+    """Parent ids from SMPL's ``kintree_table (2, J)``: row 1 the joint ids
+    ``0..J-1``, row 0 their parents (the root's, e.g. uint32 ``-1``, is ignored).
+
+    Errors:
+      ModelFileError naming ``source``: not ``(2, J)`` integers, or row 1 is
+        not ``0..J-1`` (other joint numberings are not supported).
+    """
+    kintree = _as_array(kintree_table, "kintree_table", source, integer=True)
+    _expect(kintree.ndim == 2 and kintree.shape[0] == 2 and kintree.shape[1] >= 1, source,
+            "kintree_table", "(2, J)", kintree)
+    if not np.array_equal(kintree[1], np.arange(kintree.shape[1])):
+        raise ModelFileError(f"{source}: field 'kintree_table' row 1 must be the joint ids "
+                             f"0..{kintree.shape[1] - 1} in order, got {kintree[1].tolist()}")
+    return [-1] + [int(p) for p in kintree[0, 1:]]
+
+
+def load(path: str | os.PathLike | None = None, *, num_betas: int | None = 10,
          dtype: Any = jnp.float32) -> SMPLModel:
     """Loads an SMPL-format model.
 
@@ -190,14 +229,27 @@ def load(path: str | os.PathLike | None = None, *, num_betas: int = 10,
       path: an original SMPL ``.pkl`` (chumpy inside is fine: chumpy is not
         needed), a chumpy-free ``.pkl`` or a smplx-style ``.npz``. ``None``
         loads dct_jax's embedded free default body.
-      num_betas: shape components to keep (at most what the file has).
-      dtype: float dtype of the arrays (``jnp.float64`` needs ``jax_enable_x64``).
+      num_betas: shape components to keep, an int >= 1 (at most what the
+        file has: a file with fewer gives those, logged); ``None``: all.
+      dtype: a floating dtype for the arrays (``jnp.float32``, ``jnp.bfloat16``,
+        ...; ``jnp.float64`` needs ``jax_enable_x64``).
 
-    Raises:
-      FileNotFoundError: no file at ``path`` (or no embedded default body).
-      ModelFileError: a field is missing or ill-shaped, or the pickle holds
-        anything but model arrays (it is then not unpickled further).
+    Errors (arguments are checked before the file is read):
+      TypeError: ``num_betas`` not an int, ``dtype`` not a floating dtype
+        (an integer model would pose every body to zeros).
+      ValueError: ``num_betas < 1``; ``jnp.float64`` without ``jax_enable_x64``
+        (JAX would silently make float32 arrays).
+      FileNotFoundError / IsADirectoryError: no file at ``path`` (or no
+        embedded default body).
+      ModelFileError (a ValueError), naming the file and the field: not a
+        ``.pkl``/``.npz`` model file ("not an SMPL model file (expected .pkl
+        or .npz)"); a pickle of anything but model arrays (it is then not
+        unpickled further); a missing, ill-shaped, non-numeric or non-finite
+        field; malformed chumpy or sparse payloads; non-integer faces;
+        a ``kintree_table`` that is not a tree. See :func:`build_model`.
     """
+    num_betas = _check_num_betas(num_betas)
+    dtype = _check_dtype(dtype)
     if path is None:
         path = resources.files("dct_jax") / "assets" / DEFAULT_MODEL_FILE
         if not path.is_file():
@@ -207,19 +259,21 @@ def load(path: str | os.PathLike | None = None, *, num_betas: int = 10,
                 "https://smpl.is.tue.mpg.de, download 'SMPL for Python' and use e.g. "
                 "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl (or SMPL_NEUTRAL.pkl from smplx)."
             )
-    source = os.fspath(path)
+    try:
+        source = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"path must be a file path (str or os.PathLike) or None, "
+                        f"got {type(path).__name__}") from None
     data = read_model_file(source)
     missing = [k for k in ("v_template", "shapedirs", "posedirs", "J_regressor",
                            "weights", "kintree_table", "f") if k not in data]
     if missing:
-        raise ModelFileError(f"{source}: missing field(s) {missing}; found {sorted(data)}")
-    kintree = _as_array(data["kintree_table"], "kintree_table", source, dtype=np.int64)
-    _expect(kintree.ndim == 2 and kintree.shape[0] == 2, source, "kintree_table", "(2, J)", kintree)
-    parents = [-1] + [int(p) for p in kintree[0, 1:]]
+        raise ModelFileError(f"{source}: missing field(s) {missing}; found {sorted(map(str, data))}")
     return build_model(
         v_template=data["v_template"], shapedirs=data["shapedirs"],
         posedirs=data["posedirs"], J_regressor=data["J_regressor"],
-        lbs_weights=data["weights"], faces=data["f"], parents=parents,
+        lbs_weights=data["weights"], faces=data["f"],
+        parents=parents_from_kintree(data["kintree_table"], source),
         num_betas=num_betas, dtype=dtype, source=source,
     )
 
@@ -231,20 +285,38 @@ def forward(model: SMPLModel, pose: jnp.ndarray, betas: jnp.ndarray, *,
     Args:
       model: from :func:`load` / :func:`build_model`.
       pose: axis-angle ``(..., J * 3)`` or ``(..., J, 3)``, or rotation
-        matrices ``(..., J, 3, 3)``; joint 0 is the global rotation.
+        matrices ``(..., J, 3, 3)``; joint 0 is the global rotation. Rotation
+        matrices must be proper rotations (orthonormal, determinant +1): a
+        concrete array is checked (to 1e-3), a traced one (under jit, grad or
+        vmap) is not, and anything else skins the body with shears/scales.
       betas: ``(..., K)`` shape coefficients, ``K <= model.num_betas``
         (missing ones are zero). Leading dims broadcast with pose's.
-      transl: optional ``(..., 3)`` translation added to vertices and joints.
+      transl: optional ``(..., 3)`` translation added to vertices and joints;
+        its leading dims broadcast with pose's and betas'.
+
+    Any leading dims work, including empty batches (``(0, 72)`` gives
+    ``(0, V, 3)`` vertices). Integer inputs are cast to the model's dtype.
 
     Returns:
       :class:`SMPLOutput` with ``vertices (..., V, 3)``, ``joints (..., J, 3)``
       and ``rotmats (..., J, 3, 3)``, in the model's dtype.
+
+    Errors (from shapes and dtypes only, so nothing is added to a jitted call):
+      TypeError: ``model`` not an :class:`SMPLModel`; ``pose``/``betas``/
+        ``transl`` not real numeric arrays (e.g. strings, complex, bool).
+      ValueError: ``pose`` of none of the shapes above; ``betas`` a scalar or
+        longer than ``model.num_betas``; ``transl`` not ``(..., 3)``; leading
+        dims that do not broadcast; concrete rotation matrices that are not
+        rotations.
     """
+    if not isinstance(model, SMPLModel):
+        raise TypeError(f"model must be an SMPLModel (from smpl.load), got {type(model).__name__}")
     num_joints = model.num_joints
     dtype = model.v_template.dtype
-    pose = jnp.asarray(pose, dtype)
-    betas = jnp.asarray(betas, dtype)
+    pose = _real_input(pose, "pose", dtype)
+    betas = _real_input(betas, "betas", dtype)
     if pose.shape[-3:] == (num_joints, 3, 3):
+        _check_rotations(pose)
         rotmats = pose
     elif pose.shape[-2:] == (num_joints, 3):
         rotmats = geometry.rodrigues(pose)
@@ -258,10 +330,20 @@ def forward(model: SMPLModel, pose: jnp.ndarray, betas: jnp.ndarray, *,
     if betas.ndim == 0 or betas.shape[-1] > model.num_betas:
         raise ValueError(f"betas has shape {betas.shape}; expected (..., K) with K <= "
                          f"{model.num_betas} (the model's shape components)")
+    batch_shapes = {"pose": rotmats.shape[:-3], "betas": betas.shape[:-1]}
+    if transl is not None:
+        transl = _real_input(transl, "transl", dtype)
+        if transl.ndim == 0 or transl.shape[-1] != 3:
+            raise ValueError(f"transl has shape {transl.shape}; expected (..., 3)")
+        batch_shapes["transl"] = transl.shape[:-1]
+    try:
+        batch_shape = jnp.broadcast_shapes(*batch_shapes.values())
+    except ValueError:
+        raise ValueError("the leading (batch) dimensions of " + ", ".join(
+            f"{name} {shape}" for name, shape in batch_shapes.items()) + " do not broadcast") from None
     if betas.shape[-1] < model.num_betas:
         pad = [(0, 0)] * (betas.ndim - 1) + [(0, model.num_betas - betas.shape[-1])]
         betas = jnp.pad(betas, pad)
-    batch_shape = jnp.broadcast_shapes(rotmats.shape[:-3], betas.shape[:-1])
     rotmats = jnp.broadcast_to(rotmats, (*batch_shape, num_joints, 3, 3))
     betas = jnp.broadcast_to(betas, (*batch_shape, model.num_betas))
 
@@ -271,10 +353,77 @@ def forward(model: SMPLModel, pose: jnp.ndarray, betas: jnp.ndarray, *,
     vertices = vertices.reshape(*batch_shape, model.num_vertices, 3)
     joints = joints.reshape(*batch_shape, num_joints, 3)
     if transl is not None:
-        transl = jnp.asarray(transl, dtype)[..., None, :]
+        transl = transl[..., None, :]
         vertices = vertices + transl
         joints = joints + transl
     return SMPLOutput(vertices=vertices, joints=joints, rotmats=rotmats)
+
+
+def _check_num_betas(num_betas: Any) -> int | None:
+    if num_betas is None:
+        return None
+    if isinstance(num_betas, bool) or not isinstance(num_betas, numbers.Integral):
+        raise TypeError(f"num_betas must be an int >= 1 (or None: all), got {num_betas!r}")
+    if num_betas < 1:
+        raise ValueError(f"num_betas must be >= 1 (shape components to keep), got {num_betas}")
+    return int(num_betas)
+
+
+def _check_dtype(dtype: Any) -> np.dtype:
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be a floating dtype such as jnp.float32, got {dtype!r}") from None
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"dtype must be a floating dtype (jnp.float32, jnp.float64, jnp.bfloat16, "
+                        f"...), got {dtype}")
+    if jax.dtypes.canonicalize_dtype(dtype) != dtype:
+        raise ValueError(f"dtype {dtype} needs jax_enable_x64 (jax.config.update('jax_enable_x64', True) "
+                         f"or `with jax.enable_x64(True):`); without it JAX would make "
+                         f"{jax.dtypes.canonicalize_dtype(dtype)} arrays")
+    return dtype
+
+
+def _real_input(value: Any, name: str, dtype: Any) -> jnp.ndarray:
+    """``value`` as an array of ``dtype``, refusing what is not real numbers
+    (from the dtype alone: no work is added under jit)."""
+    if not hasattr(value, "dtype"):  # lists, scalars
+        try:
+            value = np.asarray(value)
+        except (TypeError, ValueError):
+            try:
+                value = jnp.asarray(value)  # e.g. a list of traced scalars
+            except (TypeError, ValueError):
+                raise TypeError(f"{name} must be a numeric array, got {type(value).__name__}") from None
+    if not (np.dtype(value.dtype).kind in "iu" or jnp.issubdtype(value.dtype, jnp.floating)):
+        raise TypeError(f"{name} must hold real numbers (a float or int array), got dtype {value.dtype}")
+    return jnp.asarray(value, dtype)
+
+
+# Largest |R^T R - I| and |det R - 1| accepted for a concrete rotation-matrix pose.
+_ROTATION_TOLERANCE = 1e-3
+
+
+def _check_rotations(rotmats: jnp.ndarray) -> None:
+    """Checks concrete ``(..., 3, 3)`` matrices are rotations (skipped for tracers:
+    forward adds no work to a jitted computation)."""
+    if isinstance(rotmats, jax.core.Tracer) or rotmats.size == 0:
+        return
+    try:
+        r = np.asarray(rotmats, dtype=np.float64)
+    except Exception:  # noqa: BLE001 - e.g. arrays not addressable from this process
+        return
+    orthonormality = np.abs(np.einsum("...ki,...kj->...ij", r, r) - np.eye(3)).max(axis=(-2, -1))
+    det_error = np.abs(np.linalg.det(r) - 1.0)
+    tolerance = max(_ROTATION_TOLERANCE, 10 * float(jnp.finfo(rotmats.dtype).eps))
+    bad = (orthonormality > tolerance) | (det_error > tolerance)
+    if np.any(bad):
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"pose holds rotation matrices (shape {rotmats.shape}) but pose{list(index)} is not a rotation "
+            f"(|R^T R - I| = {orthonormality[index]:.2g}, det = {np.linalg.det(r[index]):.3g}); "
+            "pass proper rotations (orthonormal, det +1) or axis-angle"
+        )
 
 
 def lbs(model: SMPLModel, rotmats: jnp.ndarray, betas: jnp.ndarray
@@ -291,6 +440,8 @@ def lbs(model: SMPLModel, rotmats: jnp.ndarray, betas: jnp.ndarray
     """
     n, num_joints = rotmats.shape[:2]
     num_vertices = model.num_vertices
+    if n == 0:  # an empty batch (static shape): nothing to pose
+        return (jnp.zeros((0, num_vertices, 3), rotmats.dtype), jnp.zeros((0, num_joints, 3), rotmats.dtype))
     # Pose feature (R[1:] - I), flattened joint-major as SMPL's posedirs expect.
     eye = jnp.eye(3, dtype=rotmats.dtype)
     pose_feature = (rotmats[:, 1:] - eye).reshape(n, -1)
@@ -486,11 +637,26 @@ def _skin_points_bwd(residuals, grad):
 _skin_points.defvjp(_skin_points_fwd, _skin_points_bwd)
 
 
-def _as_array(value: Any, field: str, source: str, dtype: Any = np.float64) -> np.ndarray:
+def _as_array(value: Any, field: str, source: str, integer: bool = False) -> np.ndarray:
+    """``value`` as a float64 (or, with ``integer``, int64) numpy array; anything but
+    real numbers, or non-integer values for an integer field, is a ModelFileError."""
     try:
-        return np.asarray(value, dtype=dtype)
+        array = np.asarray(value)
+        if array.dtype == object:
+            array = array.astype(np.float64)
     except (TypeError, ValueError) as err:
         raise ModelFileError(f"{source}: field {field!r} is not a numeric array ({err})") from None
+    if array.dtype.kind not in "biuf":
+        raise ModelFileError(f"{source}: field {field!r} is not a real numeric array (dtype {array.dtype})")
+    if not integer:
+        return array.astype(np.float64)
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+            raise ModelFileError(f"{source}: field {field!r} must hold integers (vertex or joint ids), "
+                                 "but has non-integer values")
+    elif array.dtype == np.uint64 and array.size and array.max() > np.iinfo(np.int64).max:
+        raise ModelFileError(f"{source}: field {field!r} has ids too large for int64")
+    return array.astype(np.int64)
 
 
 def _expect(ok: bool, source: str, field: str, expected: str, array: np.ndarray) -> None:

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import operator
 import os
 import pickle
 import sys
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -53,6 +55,10 @@ class _PickledObject:
         self.state = state
 
 
+class _Refused(pickle.UnpicklingError):
+    """The pickle references something an SMPL model file never holds."""
+
+
 def _placeholder(module: str, name: str) -> type:
     return type(name, (_PickledObject,), {"source_class": f"{module}.{name}"})
 
@@ -60,8 +66,20 @@ def _placeholder(module: str, name: str) -> type:
 def _safe_reconstructor(cls: type, base: type, state: Any) -> Any:
     """``copy_reg._reconstructor`` restricted to our placeholder classes."""
     if not (isinstance(cls, type) and issubclass(cls, _PickledObject)):
-        raise pickle.UnpicklingError(f"refusing to reconstruct {cls!r}")
+        raise _Refused(f"refusing to reconstruct {cls!r}")
     return cls(state) if state is not None else cls()
+
+
+def _no_size(constructor: type) -> Any:
+    """``bytes``/``bytearray`` from data only: ``bytes(10**12)`` in a crafted
+    pickle would allocate that many zero bytes."""
+
+    def make(*args: Any) -> Any:
+        if args and isinstance(args[0], int):
+            raise _Refused(f"refusing {constructor.__name__}({args[0]}) (a size, not data)")
+        return constructor(*args)
+
+    return make
 
 
 _NUMPY = {
@@ -72,9 +90,13 @@ _NUMPY = {
     ("numpy", "dtype"): np.dtype,
 }
 _BUILTINS = {"object": object, "set": set, "frozenset": frozenset, "list": list,
-             "dict": dict, "tuple": tuple, "bytes": bytes, "bytearray": bytearray}
+             "dict": dict, "tuple": tuple, "bytes": _no_size(bytes), "bytearray": _no_size(bytearray)}
 _SPARSE_MODULES = ("scipy.sparse",)
 _SPARSE_NAMES = ("csc_matrix", "csr_matrix", "coo_matrix")
+# Largest sparse matrix made dense (elements): SMPL-format files hold joint
+# regressors, (24, 6890) for SMPL and (55, 10475) for SMPL-X.
+MAX_SPARSE_ELEMENTS = 2**26
+NOT_A_MODEL = "not an SMPL model file (expected .pkl or .npz)"
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -95,82 +117,221 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _placeholder(module, name)
         if module.startswith(_SPARSE_MODULES) and name in _SPARSE_NAMES:
             return _placeholder(module, name)
-        raise pickle.UnpicklingError(
+        raise _Refused(
             f"the pickle references {module}.{name}, which is not part of an SMPL "
             "model file (only numpy arrays, chumpy arrays and scipy.sparse matrices "
             "are allowed); refusing to load it"
         )
 
 
-def _sparse_to_dense(obj: _PickledObject, where: str) -> np.ndarray:
-    state = obj.state if isinstance(obj.state, dict) else {}
-    kind = obj.source_class.rsplit(".", 1)[-1][:3]
+def _int_vector(state: dict, key: str, fail: Any) -> np.ndarray:
+    """``state[key]`` as a 1-D int64 array (sparse index arrays)."""
+    if key not in state:
+        fail(f"it has no {key!r}")
     try:
-        shape = tuple(int(n) for n in state.get("_shape", state.get("shape")))
+        array = np.asarray(state[key])
+    except (TypeError, ValueError):
+        array = np.empty(0, dtype=object)
+    if array.ndim != 1 or array.dtype.kind not in "iu":
+        fail(f"{key!r} must be a 1-D integer array, got {array.dtype} of shape {array.shape}")
+    return array.astype(np.int64)
+
+
+def _sparse_to_dense(obj: _PickledObject, where: str, expected_shape: tuple[int, int] | None) -> np.ndarray:
+    """The dense array of a pickled scipy.sparse matrix, validated before it is allocated."""
+    name = obj.source_class
+
+    def fail(problem: str) -> None:
+        raise ModelFileError(f"{where}: malformed {name}: {problem}")
+
+    state = obj.state if isinstance(obj.state, dict) else {}
+    kind = name.rsplit(".", 1)[-1][:3]
+    shape = state.get("_shape", state.get("shape"))
+    try:
+        shape = tuple(operator.index(n) for n in shape)
+    except TypeError:
+        shape = None
+    if shape is None or len(shape) != 2 or min(shape) < 0:
+        fail(f"its shape must be two integers >= 0, got {state.get('_shape', state.get('shape'))!r}")
+    if expected_shape is not None and shape != expected_shape:
+        fail(f"its shape is {shape}, expected {expected_shape} (kintree_table's joints, v_template's vertices)")
+    if shape[0] * shape[1] > MAX_SPARSE_ELEMENTS:
+        fail(f"its shape {shape} is too large for a body-model matrix "
+             f"(more than {MAX_SPARSE_ELEMENTS} elements)")
+    if "data" not in state:
+        fail("it has no 'data'")
+    try:
         data = np.asarray(state["data"])
-        if kind == "coo":
-            rows, cols = np.asarray(state["row"]), np.asarray(state["col"])
-        else:
-            indices = np.asarray(state["indices"]).astype(np.int64)
-            indptr = np.asarray(state["indptr"]).astype(np.int64)
-            major = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-            rows, cols = (indices, major) if kind == "csc" else (major, indices)
-    except (KeyError, TypeError) as err:
-        raise ModelFileError(f"{where}: malformed {obj.source_class} ({err!r} missing)") from None
+    except (TypeError, ValueError):
+        data = np.empty((), dtype=object)
+    if data.ndim != 1 or data.dtype.kind not in "biuf":
+        fail(f"'data' must be a 1-D real numeric array, got {data.dtype} of shape {data.shape}")
+    if kind == "coo":
+        if "coords" in state and "row" not in state:  # scipy >= 1.13
+            coords = state["coords"]
+            if not (isinstance(coords, (tuple, list)) and len(coords) == 2):
+                fail("'coords' must be a (row, col) pair")
+            state = dict(state, row=coords[0], col=coords[1])
+        rows, cols = _int_vector(state, "row", fail), _int_vector(state, "col", fail)
+        if not len(rows) == len(cols) == len(data):
+            fail(f"'row', 'col' and 'data' have {len(rows)}, {len(cols)} and {len(data)} entries; "
+                 "expected the same number")
+    else:
+        indices, indptr = _int_vector(state, "indices", fail), _int_vector(state, "indptr", fail)
+        major = shape[1] if kind == "csc" else shape[0]
+        axis = "columns" if kind == "csc" else "rows"
+        if len(indptr) != major + 1:
+            fail(f"'indptr' has {len(indptr)} entries, expected {major + 1} (its {major} {axis} + 1)")
+        if indptr[0] != 0 or np.any(np.diff(indptr) < 0):
+            fail("'indptr' must start at 0 and never decrease")
+        if len(indices) != len(data) or indptr[-1] > len(data):
+            fail(f"'indices' and 'data' have {len(indices)} and {len(data)} entries; expected the "
+                 f"same number, at least indptr[-1] = {indptr[-1]}")
+        nnz = int(indptr[-1])
+        indices, data = indices[:nnz], data[:nnz]
+        outer = np.repeat(np.arange(major), np.diff(indptr))
+        rows, cols = (indices, outer) if kind == "csc" else (outer, indices)
+    for axis, ids, size in (("row", rows, shape[0]), ("column", cols, shape[1])):
+        if ids.size and (ids.min() < 0 or ids.max() >= size):
+            fail(f"{axis} indices outside [0, {size})")
     dense = np.zeros(shape, dtype=data.dtype)
     np.add.at(dense, (rows, cols), data)
     return dense
 
 
-def _to_numpy(obj: Any, where: str) -> Any:
-    """Replaces placeholders (recursively) by the numpy arrays they hold."""
+def _to_numpy(obj: Any, where: str, expected_shape: tuple[int, int] | None = None) -> Any:
+    """Replaces placeholders (recursively) by the numpy arrays they hold.
+
+    ``where`` names the field in errors; ``expected_shape`` is checked before a
+    sparse matrix is made dense.
+    """
     if isinstance(obj, _PickledObject):
         name = obj.source_class
         if name.startswith("scipy"):
-            return _sparse_to_dense(obj, where)
+            return _sparse_to_dense(obj, where, expected_shape)
         state = obj.state if isinstance(obj.state, dict) else {}
         if "x" in state:
-            return np.asarray(_to_numpy(state["x"], where))
+            try:
+                return np.asarray(_to_numpy(state["x"], where))
+            except (TypeError, ValueError) as err:
+                if isinstance(err, ModelFileError):
+                    raise
+                raise ModelFileError(f"{where}: malformed {name}: its 'x' is not an array ({err})") from None
         if "a" in state and "idxs" in state:
-            base = np.asarray(_to_numpy(state["a"], where))
-            out = base.ravel()[np.asarray(state["idxs"]).ravel()]
-            shape = state.get("preferred_shape")
-            return out.reshape(shape) if shape is not None else out
+            return _chumpy_select(state, where, name)
         raise ModelFileError(
             f"{where}: a pickled {name} object holds no array (state keys: "
-            f"{sorted(state)})"
+            f"{sorted(map(str, state))})"
         )
     if isinstance(obj, dict):
         return {k: _to_numpy(v, f"{where}[{k!r}]") for k, v in obj.items()}
     return obj
 
 
+def _chumpy_select(state: dict, where: str, name: str) -> np.ndarray:
+    """A chumpy ``Select``: ``a.ravel()[idxs]``, reshaped to ``preferred_shape`` if any."""
+    base = _to_numpy(state["a"], where)
+    try:
+        base, idxs = np.asarray(base), np.asarray(state["idxs"])
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(f"{where}: malformed {name}: 'a' or 'idxs' is not an array ({err})") from None
+    if idxs.dtype.kind not in "iu":
+        raise ModelFileError(f"{where}: malformed {name}: 'idxs' must be integers, got {idxs.dtype}")
+    idxs = idxs.ravel()
+    if idxs.size and (idxs.min() < -base.size or idxs.max() >= base.size):
+        raise ModelFileError(f"{where}: malformed {name}: 'idxs' outside the {base.size} elements of 'a'")
+    out = base.ravel()[idxs]
+    shape = state.get("preferred_shape")
+    if shape is None:
+        return out
+    try:
+        return out.reshape(shape)
+    except (TypeError, ValueError):
+        raise ModelFileError(f"{where}: malformed {name}: its {out.size} elements do not fit "
+                             f"'preferred_shape' {shape!r}") from None
+
+
+def _sparse_shapes(data: dict[Any, Any], path: str) -> dict[str, tuple[int, int]]:
+    """The shape a sparse ``J_regressor`` must have, ``(J, V)`` from ``kintree_table``
+    and ``v_template`` (when those are well formed; otherwise :mod:`smpl` reports them)."""
+    shapes = {}
+    try:
+        template = np.asarray(_to_numpy(data.get("v_template"), f"{path}: field 'v_template'"))
+        kintree = np.asarray(_to_numpy(data.get("kintree_table"), f"{path}: field 'kintree_table'"))
+    except (TypeError, ValueError):
+        return shapes
+    if template.ndim == 2 and template.shape[1] == 3 and kintree.ndim == 2 and kintree.shape[0] == 2:
+        shapes["J_regressor"] = (kintree.shape[1], template.shape[0])
+    return shapes
+
+
 def read_model_file(path: str | os.PathLike) -> dict[str, Any]:
     """Reads an SMPL ``.pkl`` (chumpy or plain) or smplx ``.npz`` into a dict.
 
     Values are numpy arrays (sparse matrices made dense) or plain Python
-    objects. Raises :class:`ModelFileError` naming the file for anything that
-    is not such a model file, and refuses pickles that reference other classes.
+    objects. Refuses pickles that reference other classes.
+
+    Errors:
+      FileNotFoundError / IsADirectoryError: no file at ``path``.
+      ModelFileError: naming the file (and field) for anything else: not a
+        pickle or ``.npz`` ("not an SMPL model file (expected .pkl or .npz)"),
+        a truncated one, a pickle of other classes, malformed chumpy or sparse
+        payloads (sparse index ranges, ``indptr`` length, a ``J_regressor``
+        other than ``(J, V)``, all checked before anything is made dense).
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path!r} is a directory; pass the body model file itself "
+                                "(e.g. SMPL_NEUTRAL.pkl or basicModel_neutral_lbs_10_207_0_v1.0.0.pkl)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no body model file at {path!r}")
     if zipfile.is_zipfile(path):
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                return {key: archive[key] for key in archive.files}
-        except ValueError as err:
-            raise ModelFileError(f"{path}: cannot read .npz ({err})") from None
+        return _read_npz(path)
+    with open(path, "rb") as stream:
+        magic = stream.read(2)
+    if magic == b"PK":
+        raise ModelFileError(f"{path}: {NOT_A_MODEL}: a truncated or damaged zip (.npz) file")
     with open(path, "rb") as stream:
         try:
             data = _RestrictedUnpickler(stream, encoding="latin1").load()
-        except pickle.UnpicklingError as err:
+        except _Refused as err:
             raise ModelFileError(f"{path}: {err}") from None
-        except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
-            raise ModelFileError(f"{path}: not a readable SMPL model pickle ({err!r})") from None
+        except EOFError:
+            raise ModelFileError(f"{path}: {NOT_A_MODEL}: the data ends early (a truncated pickle?)") from None
+        except (pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+                MemoryError, RecursionError, OverflowError):
+            raise ModelFileError(f"{path}: {NOT_A_MODEL}: it is not a readable pickle") from None
     if not isinstance(data, dict):
-        raise ModelFileError(f"{path}: expected a pickled dict of model arrays, got {type(data).__name__}")
-    return _to_numpy(data, path)
+        raise ModelFileError(f"{path}: {NOT_A_MODEL}: expected a pickled dict of model arrays, "
+                             f"got {type(data).__name__}")
+    shapes = _sparse_shapes(data, path)
+    try:
+        return {key: _to_numpy(value, f"{path}: field {key!r}", shapes.get(key))
+                for key, value in data.items()}
+    except RecursionError:
+        raise ModelFileError(f"{path}: {NOT_A_MODEL}: its objects are nested too deeply") from None
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` (never unpickling object arrays)."""
+    out = {}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            for key in archive.files:
+                try:
+                    out[key] = archive[key]
+                except ValueError as err:
+                    if "allow_pickle" in str(err):
+                        raise ModelFileError(f"{path}: field {key!r} is an object array (pickled data); "
+                                             "an .npz model must hold plain numeric arrays") from None
+                    raise ModelFileError(f"{path}: field {key!r} cannot be read ({err})") from None
+                except MemoryError:
+                    raise ModelFileError(f"{path}: field {key!r} declares an array too large to read") from None
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as err:
+        if isinstance(err, ModelFileError):
+            raise
+        raise ModelFileError(f"{path}: {NOT_A_MODEL}: a damaged .npz ({err})") from None
+    return out
 
 
 # ----------------------------------------------------------------------------- conversion
@@ -215,10 +376,7 @@ def convert(in_path: str | os.PathLike, out_path: str | os.PathLike) -> Conversi
     out_dir = os.path.dirname(os.path.abspath(out_path))
     if not os.path.isdir(out_dir):
         raise ValueError(f"the output directory {out_dir!r} does not exist")
-    try:
-        data = read_model_file(in_path)
-    except ModelFileError as err:
-        raise ModelFileError(f"not an SMPL model file: {err}") from None
+    data = read_model_file(in_path)
     arrays, dropped = _plain_arrays(data, in_path)
     _validate(arrays, in_path)
     fd, tmp_path = tempfile.mkstemp(prefix=".smpl_convert_", suffix=".npz", dir=out_dir)
@@ -272,13 +430,10 @@ def _validate(arrays: dict[str, np.ndarray], source: str) -> None:
     """Checks the SMPL fields as ``smpl.load`` does (shapes, tree, finiteness)."""
     from dct_jax import smpl  # imports jax: only when converting.
 
-    kintree = arrays["kintree_table"]
-    if kintree.ndim != 2 or kintree.shape[0] != 2:
-        raise ModelFileError(f"{source}: field 'kintree_table' has shape {kintree.shape}, expected (2, J)")
     smpl.build_model(v_template=arrays["v_template"], shapedirs=arrays["shapedirs"],
                      posedirs=arrays["posedirs"], J_regressor=arrays["J_regressor"],
                      lbs_weights=arrays["weights"], faces=arrays["f"],
-                     parents=[-1] + [int(p) for p in kintree[0, 1:]], source=source)
+                     parents=smpl.parents_from_kintree(arrays["kintree_table"], source), source=source)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

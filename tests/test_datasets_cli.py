@@ -21,10 +21,61 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_split_sizes_parse():
-    assert cli.parse_split_sizes("train=8, test=0") == {"train": 8, "test": 0}
-    for bad in ("train", "train=x", "=3", "train=-1"):
-        with pytest.raises(argparse.ArgumentTypeError, match="train=2000,test=200"):
+    assert cli.parse_split_sizes("train=8, test_2=1") == {"train": 8, "test_2": 1}
+    for bad in ("train", "=3", "", "train=1,"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected name=count items like train=2000,test=200"):
             cli.parse_split_sizes(bad)
+    for bad in ("TRAIN set=1", "Train=1", "2nd=1", "val-1=1", "all=1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="is not one TFDS can read back"):
+            cli.parse_split_sizes(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="split 'train' is given twice"):
+        cli.parse_split_sizes("train=1,train=2")
+    for bad in ("train=0", "train=-1", "train=x", "train=1.5", "train==1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="the count of split 'train' must be an integer >= 1"):
+            cli.parse_split_sizes(bad)
+
+
+def _one_line_usage_error(capsys, argv, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert captured.out == "" and len(lines) == 1, captured.err
+    assert expected in lines[0], lines[0]
+
+
+def test_bad_split_sizes_stop_before_anything_is_created(tmp_path, capsys):  # issue case 7
+    data_dir = tmp_path / "tfds"
+    for sizes, expected in (("TRAIN set=1", "split name 'TRAIN set' is not one TFDS can read back"),
+                            ("train=1,train=2", "split 'train' is given twice"),
+                            ("train=0", "the count of split 'train' must be an integer >= 1, got 0")):
+        _one_line_usage_error(capsys, ["build", "synthetic", f"--data_dir={data_dir}", f"--split_sizes={sizes}"],
+                              f"python -m datasets build: error: argument --split_sizes: {expected}")
+    # The Python API applies the same rules.
+    for sizes in ({"train": 0}, {"TRAIN set": 1}, {"train": 1.0}, {}):
+        with pytest.raises(cli.UsageError, match="split_sizes"):
+            cli.build("synthetic", data_dir=str(data_dir), split_sizes=sizes)
+    assert not data_dir.exists()
+
+
+def test_data_dir_must_be_a_writable_directory(tmp_path, capsys, monkeypatch):  # issue case 14
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a directory")
+    for data_dir, expected in ((a_file, f"--data_dir {a_file} is a file, not a directory"),
+                               (a_file / "sub", f"--data_dir {a_file / 'sub'} cannot be created: {a_file} is a file")):
+        assert cli.main(["build", "synthetic", f"--data_dir={data_dir}", "--split_sizes=train=1"]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.splitlines() == [f"python -m datasets: error: {expected}"]
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access  # (root may write anywhere, so the permission check is faked)
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(locked) else real_access(path, mode))
+    for data_dir, expected in ((locked, f"--data_dir {locked} is not writable"),
+                               (locked / "new", f"--data_dir {locked / 'new'} cannot be created: {locked} is not writable")):
+        assert cli.main(["build", "synthetic", f"--data_dir={data_dir}", "--split_sizes=train=1"]) == 2
+        assert capsys.readouterr().err.splitlines() == [f"python -m datasets: error: {expected}"]
+    assert os.listdir(locked) == [] and a_file.read_text() == "not a directory"
 
 
 def test_list_names_the_builders(capsys):
@@ -36,7 +87,7 @@ def test_list_names_the_builders(capsys):
 def test_unknown_dataset_is_a_clear_error(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "datasets", "build", "nope", f"--data_dir={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 2
     assert "unknown dataset 'nope'; known datasets: synthetic" in result.stderr
     assert not os.listdir(tmp_path)

@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from smpl_fixtures import SMPL_PARENTS, random_smpl_arrays
 
 from dct_jax import smpl
 from dct_jax.smpl_io import ModelFileError
-from smpl_fixtures import SMPL_PARENTS, random_smpl_arrays
 
 torch = pytest.importorskip("torch")
 smplx = pytest.importorskip("smplx")
@@ -344,3 +344,213 @@ def test_garbage_and_missing_files(tmp_path):
         archive.writestr("v_template.npy", b"\x93NUMPY broken")
     with pytest.raises(ModelFileError, match="truncated.npz"):
         smpl.load(truncated)
+
+
+# --- Bad inputs: every one a clear error at the API boundary -------------------
+# (Small 50-vertex models: these tests are about errors, not about the body.)
+
+
+def _dump(path, data, protocol=2):
+    with open(path, "wb") as f:
+        pickle.dump(data, f, protocol=protocol)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_arrays():
+    return random_smpl_arrays(seed=3, num_vertices=50)
+
+
+@pytest.fixture(scope="module")
+def small_pkl(small_arrays, tmp_path_factory):
+    return _dump(tmp_path_factory.mktemp("small") / "small.pkl", small_arrays)
+
+
+@pytest.fixture(scope="module")
+def small_model(small_pkl):
+    return smpl.load(small_pkl)
+
+
+def test_load_refuses_non_float_dtypes(small_pkl):  # issue case 3
+    for dtype in (jnp.int32, np.uint8, bool, jnp.complex64):
+        with pytest.raises(TypeError, match="dtype must be a floating dtype"):
+            smpl.load(small_pkl, dtype=dtype)
+    with pytest.raises(TypeError, match="dtype must be a floating dtype.*'floaty'"):
+        smpl.load(small_pkl, dtype="floaty")
+    with pytest.raises(ValueError, match="float64 needs jax_enable_x64"):  # JAX would make float32
+        smpl.load(small_pkl, dtype=jnp.float64)
+    assert smpl.load(small_pkl, dtype=jnp.bfloat16).v_template.dtype == jnp.bfloat16
+
+
+def test_load_num_betas_must_be_a_positive_int(small_pkl):  # issue case 4
+    for bad in (-1, 0):
+        with pytest.raises(ValueError, match=f"num_betas must be >= 1.*got {bad}"):
+            smpl.load(small_pkl, num_betas=bad)
+    for bad in (1.5, "3", True):
+        with pytest.raises(TypeError, match="num_betas must be an int"):
+            smpl.load(small_pkl, num_betas=bad)
+    assert smpl.load(small_pkl, num_betas=np.int64(3)).num_betas == 3
+    assert smpl.load(small_pkl, num_betas=None).num_betas == 10
+    assert smpl.load(small_pkl, num_betas=16).num_betas == 10  # what the file has (logged)
+
+
+def _csc_field(csc_matrix, dense, **changes):
+    matrix = csc_matrix(dense)
+    for name, value in changes.items():
+        setattr(matrix, name, value(getattr(matrix, name)))
+    return matrix
+
+
+@pytest.mark.parametrize("field,changes,message", [
+    ("J_regressor", {"indptr": lambda p: p[:-5]}, r"'indptr' has 46 entries, expected 51 \(its 50 columns \+ 1\)"),
+    ("J_regressor", {"_shape": lambda s: (10**6, 10**6)},
+     r"its shape is \(1000000, 1000000\), expected \(24, 50\) \(kintree_table's joints, v_template's vertices\)"),
+    ("J_regressor", {"_shape": lambda s: (24, 60), "indptr": lambda p: np.r_[p, [p[-1]] * 10]},
+     r"its shape is \(24, 60\), expected \(24, 50\)"),
+    ("J_regressor", {"indices": lambda i: i + 20}, r"row indices outside \[0, 24\)"),
+    ("J_regressor", {"data": lambda d: d[:-1]}, r"'indices' and 'data' have \d+ and \d+ entries"),
+    ("J_regressor", {"indptr": lambda p: p[::-1].copy()}, r"'indptr' must start at 0 and never decrease"),
+    ("J_regressor", {"indices": lambda i: i.astype(np.float64)}, r"'indices' must be a 1-D integer array"),
+    ("J_regressor_prior", {"_shape": lambda s: (10**6, 10**6)}, r"its shape \(1000000, 1000000\) is too large for a body-model matrix"),
+], ids=["short_indptr", "huge_shape", "other_shape", "index_range", "short_data", "decreasing_indptr",
+        "float_indices", "huge_other_field"])
+def test_malformed_sparse_matrix_is_refused_before_densifying(small_arrays, chumpy_classes, tmp_path, field,
+                                                              changes, message):  # issue case 5
+    _, _, csc_matrix = chumpy_classes
+    data = dict(small_arrays, **{field: _csc_field(csc_matrix, small_arrays["J_regressor"], **changes)})
+    path = _dump(tmp_path / "sparse.pkl", data)
+    with pytest.raises(ModelFileError, match=rf"sparse\.pkl: field '{field}': malformed scipy\.sparse\.csc\.csc_matrix: "
+                                             + message):
+        smpl.load(path)
+
+
+def test_empty_batch_gives_empty_outputs(small_model):  # issue case 9
+    for fn in (smpl.forward, jax.jit(smpl.forward)):
+        out = fn(small_model, jnp.zeros((0, 72)), jnp.zeros((0, 10)))
+        assert out.vertices.shape == (0, 50, 3) and out.joints.shape == (0, 24, 3)
+        assert out.rotmats.shape == (0, 24, 3, 3)
+    out = smpl.forward(small_model, np.zeros((2, 0, 24, 3)), np.zeros(4), transl=np.zeros(3))
+    assert out.vertices.shape == (2, 0, 50, 3) and out.vertices.dtype == jnp.float32
+
+
+def test_malformed_chumpy_payloads_name_file_and_field(small_arrays, chumpy_classes, tmp_path):  # issue case 10
+    Ch, Select, csc_matrix = chumpy_classes
+    shapedirs = small_arrays["shapedirs"]
+    empty_ch = Ch(0.0)
+    del empty_ch.x
+    no_indptr = csc_matrix(small_arrays["J_regressor"])
+    del no_indptr.indptr
+    cases = [
+        ("shapedirs", Select(Ch(shapedirs.ravel()), np.arange(shapedirs.size) + 7, shapedirs.shape),
+         r"Select: 'idxs' outside the 1500 elements of 'a'"),
+        ("shapedirs", Select(Ch(shapedirs.ravel()), np.arange(shapedirs.size), (50, 3, 11)),
+         r"Select: its 1500 elements do not fit 'preferred_shape' \(50, 3, 11\)"),
+        ("shapedirs", Select(Ch(shapedirs.ravel()), np.linspace(0, 1, 4), None), r"'idxs' must be integers"),
+        ("v_template", empty_ch, r"a pickled chumpy\.ch\.Ch object holds no array"),
+        ("J_regressor", no_indptr, r"malformed scipy\.sparse\.csc\.csc_matrix: it has no 'indptr'"),
+    ]
+    for field, value, message in cases:
+        path = _dump(tmp_path / "bad.pkl", dict(small_arrays, **{field: value}))
+        with pytest.raises(ModelFileError, match=rf"bad\.pkl: field '{field}': .*{message}"):
+            smpl.load(path)
+
+
+def test_files_that_are_not_models_say_so(small_arrays, tmp_path):  # issue case 10
+    npz = tmp_path / "model.npz"
+    np.savez(npz, **small_arrays)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
+    text = tmp_path / "notes.pkl"
+    text.write_text("g101\nthis is a text file, not a model\n")
+    png = tmp_path / "image.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    cut_pickle = tmp_path / "cut.pkl"
+    cut_pickle.write_bytes(pickle.dumps(small_arrays, protocol=2)[:5000])
+    for path in (truncated, text, png, cut_pickle):
+        with pytest.raises(ModelFileError, match=rf"{path.name}: not an SMPL model file \(expected \.pkl or \.npz\)"):
+            smpl.load(path)
+    with pytest.raises(IsADirectoryError, match="is a directory; pass the body model file itself"):
+        smpl.load(tmp_path)
+
+
+def test_transl_rotations_and_faces(small_arrays, small_model, tmp_path):  # issue case 15
+    pose, betas = np.zeros((2, 72), np.float32), np.zeros((2, 10), np.float32)
+    with pytest.raises(ValueError, match=r"transl has shape \(2, 4\); expected \(\.\.\., 3\)"):
+        smpl.forward(small_model, pose, betas, transl=np.zeros((2, 4)))
+    with pytest.raises(ValueError, match=r"pose \(2,\), betas \(2,\), transl \(5,\) do not broadcast"):
+        smpl.forward(small_model, pose, betas, transl=np.zeros((5, 3)))
+    # transl's leading dims broadcast like betas': one pose, two placements.
+    out = smpl.forward(small_model, pose[0], betas[0], transl=np.eye(2, 3))
+    assert out.vertices.shape == (2, 50, 3) and out.rotmats.shape == (2, 24, 3, 3)
+
+    rotmats = np.tile(np.eye(3, dtype=np.float32), (2, 24, 1, 1))
+    smpl.forward(small_model, rotmats, betas)
+    for bad in (rotmats * 1.1, rotmats * np.array([1, 1, -1], np.float32)):  # a scale; a reflection
+        bad[1, 5] = rotmats[1, 5]
+        with pytest.raises(ValueError, match=r"pose\[0, 0\] is not a rotation"):
+            smpl.forward(small_model, bad, betas)
+    # Traced (under jit, grad, vmap) the values are unknown: not checked, as documented.
+    jax.eval_shape(smpl.forward, small_model, rotmats * 1.1, betas)
+
+    for faces in (small_arrays["f"] + 0.5, small_arrays["f"].astype(np.float64) + 1e-3):
+        path = tmp_path / "faces.npz"
+        np.savez(path, **dict(small_arrays, f=faces))
+        with pytest.raises(ModelFileError, match=r"faces\.npz: field 'f' must hold integers"):
+            smpl.load(path)
+    np.savez(tmp_path / "float_faces.npz", **dict(small_arrays, f=small_arrays["f"].astype(np.float32)))
+    np.testing.assert_array_equal(smpl.load(tmp_path / "float_faces.npz").faces, small_model.faces)
+
+
+def test_forward_argument_types_and_batch_dims(small_model):  # siblings of cases 9 and 15
+    pose, betas = np.zeros((2, 72), np.float32), np.zeros((2, 10), np.float32)
+    with pytest.raises(TypeError, match="model must be an SMPLModel"):
+        smpl.forward("SMPL_NEUTRAL.pkl", pose, betas)
+    with pytest.raises(TypeError, match="pose must hold real numbers.*complex"):
+        smpl.forward(small_model, pose.astype(np.complex64), betas)
+    with pytest.raises(TypeError, match="betas must hold real numbers.*<U"):
+        smpl.forward(small_model, pose, np.array(["tall"] * 10))
+    with pytest.raises(TypeError, match="pose must hold real numbers.*bool"):
+        smpl.forward(small_model, pose > 0, betas)
+    with pytest.raises(ValueError, match=r"pose \(2,\), betas \(3,\) do not broadcast"):
+        smpl.forward(small_model, pose, np.zeros((3, 10)))
+    ints = smpl.forward(small_model, pose.astype(np.int32), [0] * 10)
+    np.testing.assert_array_equal(ints.vertices, smpl.forward(small_model, pose, betas).vertices)
+
+
+def test_model_file_siblings(small_arrays, tmp_path):
+    def load_with(**changes):
+        path = tmp_path / "model.npz"
+        np.savez(path, **dict(small_arrays, **changes))
+        return smpl.load(path)
+
+    kintree = small_arrays["kintree_table"]
+    not_a_tree = kintree.copy()
+    not_a_tree[0, 5] = 7  # joint 5's parent after it
+    with pytest.raises(ModelFileError, match=r"'kintree_table' \(parents\) is not a kinematic tree.*parents\[5\] = 7"):
+        load_with(kintree_table=not_a_tree)
+    with pytest.raises(ModelFileError, match="'kintree_table' row 1 must be the joint ids 0..23"):
+        load_with(kintree_table=kintree[:, ::-1])
+    weights = small_arrays["weights"].copy()
+    weights[3, 4] = np.nan
+    with pytest.raises(ModelFileError, match="field 'weights' contains NaN or inf"):
+        load_with(weights=weights)
+    with pytest.raises(ModelFileError, match="field 'shapedirs' has no shape components"):
+        load_with(shapedirs=np.zeros((50, 3, 0)))
+    with pytest.raises(ModelFileError, match="field 'v_template' is not a real numeric array"):
+        load_with(v_template=small_arrays["v_template"].astype(np.complex128))
+    with pytest.raises(ModelFileError, match="field 'extra' is an object array"):
+        load_with(extra=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ModelFileError, match="field 'v_template' has no vertices"):
+        smpl.build_model(v_template=np.zeros((0, 3)), shapedirs=np.zeros((0, 3, 10)),
+                         posedirs=np.zeros((0, 3, 207)), J_regressor=np.zeros((24, 0)),
+                         lbs_weights=np.zeros((0, 24)), faces=np.zeros((0, 3), int), parents=SMPL_PARENTS)
+
+
+def test_refuses_allocation_bombs_in_pickles(tmp_path):
+    class Bomb:
+        def __reduce__(self):
+            return (bytearray, (10**13,))
+
+    path = _dump(tmp_path / "bomb.pkl", {"v_template": Bomb()})
+    with pytest.raises(ModelFileError, match=r"bomb\.pkl: refusing bytearray\(10000000000000\)"):
+        smpl.load(path)

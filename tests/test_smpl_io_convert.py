@@ -173,14 +173,21 @@ def _user_errors(tmp):
     incomplete = _write_pickle(tmp / "incomplete.pkl", {k: v for k, v in arrays.items() if k != "weights"})
     ill_shaped = _write_pickle(tmp / "ill_shaped.pkl", dict(arrays, J_regressor=np.zeros((24, 100))))
     stringly = _write_pickle(tmp / "stringly.pkl", dict(arrays, f="faces"))
+    png = tmp / "photo.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    fractional = _write_pickle(tmp / "fractional.pkl", dict(arrays, f=arrays["f"] + 0.5))
+    not_a_tree = _write_pickle(tmp / "not_a_tree.pkl", dict(arrays, kintree_table=arrays["kintree_table"][:, ::-1]))
     return [
         (["convert", str(tmp / "nowhere.pkl"), str(tmp / "a.npz")], "no SMPL model file at"),
         (["convert", str(good), str(tmp / "missing_dir" / "a.npz")], "output directory"),
         (["convert", str(good), str(tmp / "a.npy")], "must end in .npz"),
-        (["convert", str(garbage), str(tmp / "a.npz")], "not an SMPL model file: " + str(garbage)),
+        (["convert", str(garbage), str(tmp / "a.npz")], f"{garbage}: not an SMPL model file (expected .pkl or .npz)"),
         (["convert", str(incomplete), str(tmp / "a.npz")], "missing field(s) ['weights']"),
         (["convert", str(ill_shaped), str(tmp / "a.npz")], "'J_regressor' has shape (24, 100)"),
         (["convert", str(stringly), str(tmp / "a.npz")], "field 'f' is not a numeric array"),
+        (["convert", str(png), str(tmp / "a.npz")], f"{png}: not an SMPL model file (expected .pkl or .npz)"),
+        (["convert", str(fractional), str(tmp / "a.npz")], "field 'f' must hold integers"),
+        (["convert", str(not_a_tree), str(tmp / "a.npz")], "'kintree_table' row 1 must be the joint ids"),
     ]
 
 
