@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from dct_jax import render, smpl
+from dct_jax import render, smpl, smpl_io
 
 _OUTPUT = flags.DEFINE_string(
     "output", None, "Without --checkpoint: the PNG to write (default demo.png). With --checkpoint: the "
@@ -189,10 +189,32 @@ def _chart_for(model: smpl.SMPLModel, model_path: str | None):
         return None
 
 
+def _check_body_flags() -> str:
+    """Checks the body demo's flags before any work; returns the output path. Raises UserError."""
+    output = os.path.abspath(os.path.expanduser(_OUTPUT.value or "demo.png"))
+    if _NUM_BODIES.value < 1:
+        raise UserError(f"--num_bodies must be at least 1, got {_NUM_BODIES.value}")
+    if _SIZE.value < 16:
+        raise UserError(f"--size must be at least 16 pixels, got {_SIZE.value}")
+    if os.path.isdir(output):
+        raise UserError(f"--output={_OUTPUT.value} is a directory; give a .png file name")
+    if not output.lower().endswith(".png"):
+        raise UserError(f"--output={_OUTPUT.value} must be a .png file (the demo without --checkpoint writes a picture)")
+    if not os.path.isdir(os.path.dirname(output)):
+        raise UserError(f"--output: directory {os.path.dirname(output)} does not exist; create it first")
+    if _MODEL.value is not None and not os.path.isfile(os.path.expanduser(_MODEL.value)):
+        raise UserError(f"--model={_MODEL.value} is not a file (an SMPL .pkl or .npz; omit --model for the "
+                        "free default body)")
+    return output
+
+
 def body_main() -> None:
     """The original demo: random bodies of a body model, rendered into one PNG."""
-    output = _OUTPUT.value or "demo.png"
-    model = smpl.load(_MODEL.value)
+    output = _check_body_flags()
+    try:
+        model = smpl.load(_MODEL.value)
+    except smpl_io.ModelFileError as err:
+        raise UserError(f"--model: {err}") from None
     logging.info("Loaded %s: %d vertices, %d joints, %d betas",
                  _MODEL.value or "the default body", model.num_vertices,
                  model.num_joints, model.num_betas)

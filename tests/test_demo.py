@@ -228,6 +228,25 @@ def test_old_demo_still_works(run, tmp_path):
     assert code == 2 and "--image need(s) --checkpoint" in err
 
 
+@pytest.mark.parametrize("args, message", [
+    (("--num_bodies=0",), "--num_bodies must be at least 1, got 0"),
+    (("--num_bodies=-2",), "--num_bodies must be at least 1, got -2"),
+    (("--size=0",), "--size must be at least 16 pixels"),
+    (("--output={tmp}/missing/x.png",), "does not exist; create it first"),
+    (("--output={tmp}",), "is a directory"),
+    (("--output={tmp}/x.jpg",), "must be a .png file"),
+    (("--model={tmp}/none.pkl",), "is not a file"),
+    (("--model={readme}",), "not an SMPL model file (expected .pkl or .npz)"),
+])
+def test_old_demo_user_errors_are_one_line(run, tmp_path, args, message):
+    readme = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")
+    code, err = run(*(a.format(tmp=tmp_path, readme=readme) for a in args))
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("run_demo.py: error: ") and message in lines[0], err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
 def test_without_the_runs_dataset_it_generates_an_example(image_checkpoint, run, tmp_path, monkeypatch):
     def not_built(*args, **kwargs):
         raise ValueError("not built")
