@@ -18,7 +18,6 @@ both bodies in one fixed pose (:data:`PVET_GLOBAL_ROTATION`). All in mm.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from typing import Any, Mapping, Sequence
@@ -89,29 +88,30 @@ def smpl_metrics(
     }
 
 
-def dedupe_by_image(image_ids: Sequence[str], values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Keeps the first result per image id (the official ``remove_redunc``).
+def dedupe_records(record_ids: Sequence[Any], values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Keeps the first result per record (the official ``remove_redunc``).
 
-    The official test loop pads the list to whole batches, so an image can be
-    evaluated twice; only its first result counts.
+    The official test loop pads the list to whole batches, so a record can be
+    evaluated twice; only its first result counts. People sharing an image
+    (COCO, 3DPW) are different records and each counts.
 
     Args:
-      image_ids: ``B`` ids (e.g. image paths) in evaluation order.
+      record_ids: ``B`` ids (e.g. record indices) in evaluation order.
       values: arrays with leading dimension ``B``.
 
     Returns:
       ``values`` restricted to the first occurrence of each id, in order.
     """
-    ids = list(image_ids)
+    ids = list(record_ids)
     for name, array in values.items():
         if np.shape(array)[:1] != (len(ids),):
             raise ValueError(f"values[{name!r}] has shape {np.shape(array)}; expected leading "
-                             f"dimension {len(ids)} (one per image id)")
-    seen: set[str] = set()
+                             f"dimension {len(ids)} (one per record id)")
+    seen: set[Any] = set()
     keep = []
-    for i, image_id in enumerate(ids):
-        if image_id not in seen:
-            seen.add(image_id)
+    for i, record_id in enumerate(ids):
+        if record_id not in seen:
+            seen.add(record_id)
             keep.append(i)
     keep_idx = np.asarray(keep, dtype=np.int64)
     return {name: np.asarray(array)[keep_idx] for name, array in values.items()}
@@ -159,16 +159,12 @@ def example_metrics(model: smpl.SMPLModel, pose: jax.Array, betas: jax.Array, ca
 _example_metrics_jit = jax.jit(example_metrics)  # the body model is an argument: compiled once
 
 
-def _image_hash(image_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(image_id.encode(), digest_size=8).digest(), "little", signed=True)
-
-
 def evaluate_split(config, variables: Mapping[str, Any], *, model, body: smpl.SMPLModel,
                    split: str, step: int, predict_fn=None, mesh=None) -> dict[str, Any]:
     """Evaluates ``variables`` on ``split`` of ``config.dataset`` (official protocol).
 
-    Every record is evaluated once without augmentation; one result per
-    ``image_id`` counts; 3D metrics average over records with SMPL ground
+    Every record is evaluated once without augmentation (one result per
+    record, however the batches are padded); 3D metrics average over records with SMPL ground
     truth, DKD over records with dense keypoints. The mean-parameter baseline
     (the network's mean output, i.e. what an untrained model predicts) is
     evaluated on the same records.
@@ -213,14 +209,14 @@ def evaluate_split(config, variables: Mapping[str, Any], *, model, body: smpl.SM
         row.update({f"baseline/{k}": v for k, v in base.items()})
         for key in ("valid", "has_smpl", "has_dense"):
             row[key] = batch[key]
-        row["image_hash"] = np.array([_image_hash(i) for i in host["image_id"]], np.int64)
+        row["record_index"] = np.asarray(host["record_index"], np.int64)
         row = {k: _allgather(v) for k, v in row.items()}
         for k, v in row.items():
             columns.setdefault(k, []).append(np.asarray(v))
     values = {k: np.concatenate(v) for k, v in columns.items()}
     keep = values["valid"] > 0
     values = {k: v[keep] for k, v in values.items()}
-    values = dedupe_by_image([str(h) for h in values["image_hash"]], values)
+    values = dedupe_records(values["record_index"].tolist(), values)
     has_smpl, has_dense = values["has_smpl"] > 0, values["has_dense"] > 0
     report = {"checkpoint_step": int(step), "num_examples": int(len(values["valid"])), "split": split,
               "dataset": config.dataset, "metrics": {}, "baseline_mean_params": {},

@@ -112,15 +112,15 @@ def test_shape_errors(model):
         evaluate.smpl_metrics(model, pose, betas[:2], pose, betas)
 
 
-def test_dedupe_keeps_first_per_image():
+def test_dedupe_keeps_first_per_record():
     ids = ["a.jpg", "b.jpg", "a.jpg", "c.jpg", "b.jpg"]
     values = {"pve_mm": np.array([1.0, 2.0, 3.0, 4.0, 5.0]), "idx": np.arange(5)}
-    got = evaluate.dedupe_by_image(ids, values)
+    got = evaluate.dedupe_records(ids, values)
     np.testing.assert_array_equal(got["pve_mm"], [1.0, 2.0, 4.0])
     np.testing.assert_array_equal(got["idx"], [0, 1, 3])
     assert evaluate.mean_metrics(got) == {"pve_mm": pytest.approx(7 / 3), "idx": pytest.approx(4 / 3)}
     assert isinstance(evaluate.mean_metrics(got)["pve_mm"], float)
     with pytest.raises(ValueError, match="leading dimension 5"):
-        evaluate.dedupe_by_image(ids, {"pve_mm": np.zeros(4)})
+        evaluate.dedupe_records(ids, {"pve_mm": np.zeros(4)})
     with pytest.raises(ValueError, match="empty"):
         evaluate.mean_metrics({"pve_mm": np.zeros(0)})

@@ -21,7 +21,7 @@ batched by grain. One example (all numpy, fixed shapes; ``S`` the image size,
   ``valid``               float32: 0 for a skipped (corrupt) record or eval padding
   ``skipped``             float32: 1 for a record that could not be used
   ``record_index``        int64 index of the record in its split
-  ``image_id``            str (evaluation keeps one result per image)
+  ``image_id``            str (the source image; people in one image share it)
   ``error``               str, why a record was skipped ("" otherwise)
 
 The ``has_*`` flags and weights are per example so that one batch mixes
