@@ -3,7 +3,7 @@
 Usage (from the repository root)::
 
     python -m datasets list
-    python -m datasets build NAME --data_dir=D [--manual_dir=M] [--split_sizes=train=8,test=4] [--overwrite]
+    python -m datasets build NAME --data_dir=D [--manual_dir=M] [--smpl_path=SMPL.pkl] [--split_sizes=train=8,test=4] [--overwrite]
 
 ``build`` calls the builder's ``download_and_prepare`` (``array_record`` files,
 TFDS's progress bars) and prints where the data went, per-split counts, size
@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="the extracted archives of a dataset that must be downloaded by hand")
     build.add_argument("--split_sizes", type=parse_split_sizes, default=None,
                        help="examples per split, e.g. train=2000,test=200 (generated datasets only)")
+    build.add_argument("--smpl_path", default=None,
+                       help="an SMPL .pkl/.npz: also store the ground-truth vertices and joints "
+                            "(real datasets; without it records keep the SMPL parameters)")
     build.add_argument("--overwrite", action="store_true", help="rebuild an existing build")
     return parser
 
@@ -111,7 +114,7 @@ def _writable_dir(path: str, flag: str) -> str:
 
 
 def build(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,
-          split_sizes: dict[str, int] | None = None, overwrite: bool = False):
+          split_sizes: dict[str, int] | None = None, smpl_path: str | None = None, overwrite: bool = False):
     """Builds dataset ``name``; returns the prepared builder.
 
     Every argument is checked before anything is created.
@@ -122,7 +125,8 @@ def build(name: str, *, data_dir: str | None = None, manual_dir: str | None = No
         needs one; a builder that takes no ``split_sizes``; split sizes that
         are not ``{lowercase_name: int >= 1}``; an existing build with other
         split sizes than asked for (without ``overwrite``; a builder's
-        ``split_sizes`` attribute says what it makes).
+        ``split_sizes`` attribute says what it makes); ``smpl_path`` for a
+        builder that takes none, or not a file.
     """
     try:
         builder_cls = datasets.builder_class(name)
@@ -136,6 +140,12 @@ def build(name: str, *, data_dir: str | None = None, manual_dir: str | None = No
         if any(problems):  # the command line's rules
             raise UsageError(f"split_sizes {split_sizes}: {next(p for p in problems if p)}")
         kwargs["split_sizes"] = dict(split_sizes)
+    if smpl_path is not None:
+        if "smpl_path" not in inspect.signature(builder_cls.__init__).parameters:
+            raise UsageError(f"dataset {name!r} does not take --smpl_path")
+        if not os.path.isfile(os.path.expanduser(smpl_path)):
+            raise UsageError(f"--smpl_path {smpl_path} is not a file (an SMPL .pkl or .npz)")
+        kwargs["smpl_path"] = os.path.abspath(os.path.expanduser(smpl_path))
     if data_dir is not None:
         kwargs["data_dir"] = _writable_dir(data_dir, "--data_dir")
     if manual_dir is not None:
@@ -175,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         builder = build(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir,
-                        split_sizes=args.split_sizes, overwrite=args.overwrite)
+                        split_sizes=args.split_sizes, smpl_path=args.smpl_path, overwrite=args.overwrite)
     except (UsageError, FileNotFoundError) as err:
         print(f"python -m datasets: error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,1 @@
+"""The UP-3D dataset (``up3d_dataset_builder.Builder``); see README.md."""

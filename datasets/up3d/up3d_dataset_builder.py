@@ -1,0 +1,644 @@
+"""TFDS builder of UP-3D (Lassner et al., CVPR 2017) as distributed: one record per image.
+
+Build (``M/up-3d/`` is the extracted ``up-3d.zip``, see :data:`MANUAL_DOWNLOAD_INSTRUCTIONS`)::
+
+    python -m datasets build up3d --manual_dir=M --data_dir=D
+
+or from Python, with the SMPL-dependent fields (``vertices``, ``joints``)::
+
+    Builder(data_dir=D, manual_dir=M, smpl_path="basicModel_neutral_lbs_10_207_0_v1.0.0.pkl").download_and_prepare()
+
+Read::
+
+    source = tfds.data_source("up3d", data_dir=D, split="trainval")   # train, val, test, trainval
+
+Each record (``dct_jax.data.schema``) holds the whole ``NNNNN_image.png`` (its
+original PNG bytes), the person crop (the fitted body's silhouette box from
+``_render_light.png`` scaled by :data:`CROP_SCALE`, as SPIN/GraphCMR), the 14
+LSP joints of ``_joints.npy`` as the first 14 cocoplus19 keypoints (the other
+five unlabelled), the fitted SMPL ``pose`` and ``betas`` exactly as stored,
+and the weak-perspective camera of the crop derived from the fit's perspective
+camera. README.md documents the conventions and their sources.
+
+An example whose image does not decode or whose annotation is inconsistent is
+skipped; each one is logged and listed, with the reason, in the dataset's
+metadata (``builder.info.metadata["skipped"][split]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+
+from dct_jax import keypoints as keypoints_lib
+from dct_jax import smpl_io
+from dct_jax.data import schema
+
+HOMEPAGE = "http://files.is.tuebingen.mpg.de/classner/up/"
+ARCHIVE_URL = "http://files.is.tuebingen.mpg.de/classner/up/datasets/up-3d.zip"
+FOLDER = "up-3d"
+SPLITS = ("train", "val", "test", "trainval")
+REQUIRED_SUFFIXES = ("_image.png", "_body.pkl", "_joints.npy", "_fit_crop_info.txt")
+RENDER_SUFFIX = "_render_light.png"
+NUM_LSP = 14  # LSP's joints = the first 14 cocoplus19 keypoints, same order
+CROP_SCALE = 1.2  # crop side = CROP_SCALE * the longer side of the person box (SPIN, GraphCMR)
+RT_TOLERANCE = 1e-6  # UP-3D's camera rotation rt is zero; anything else is not supported
+_MAX_NAMED_MISSING = 10
+_LIST_LINE = re.compile(r"/?(\d+)_image\.png")
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
+UP-3D must be downloaded by hand (released for research purposes; see the website's licence):
+  1. From {HOMEPAGE} (section Datasets) download the UP-3D archive
+     up-3d.zip (4.6 GB): {ARCHIVE_URL}
+     (upi-s1h.zip, 45 GB, holds 31-part segmentations of the same images and is not needed.)
+  2. Extract it into the manual directory M so that M/{FOLDER}/ holds, for every image NNNNN:
+       NNNNN_image.png       the image
+       NNNNN_body.pkl        the SMPL fit: pose, betas, t, rt, f, trans
+       NNNNN_joints.npy      14 LSP joints, (3, 14): x, y, visibility
+       NNNNN_fit_crop_info.txt  where the image used for the fit sits in NNNNN_image.png
+       NNNNN_render_light.png   the rendered fit (used for the person box; optional)
+     and the split lists M/{FOLDER}/train.txt, val.txt, test.txt, trainval.txt.
+  3. python -m datasets build up3d --manual_dir=M --data_dir=D
+"""
+
+
+class Skip(ValueError):
+    """An example that cannot be used: an unreadable file or an inconsistent annotation."""
+
+
+# ----------------------------------------------------------------------------- finding the files
+
+
+def find_root(manual_dir: str | os.PathLike | None) -> str:
+    """``M/up-3d`` (or ``M`` itself when it is the extracted ``up-3d`` folder)."""
+    if manual_dir is None:
+        return FOLDER
+    manual_dir = os.fspath(manual_dir)
+    nested = os.path.join(manual_dir, FOLDER)
+    if not os.path.isdir(nested) and os.path.isfile(os.path.join(manual_dir, "trainval.txt")):
+        return manual_dir
+    return nested
+
+
+def read_split_list(path: str) -> list[str]:
+    """The image numbers (``"00001"``) of a split list of lines ``/00001_image.png``, in order.
+
+    Raises:
+      ValueError: a line of another form (naming the file and line).
+    """
+    ids: list[str] = []
+    seen: set[str] = set()
+    with open(path, encoding="utf-8", errors="replace") as stream:
+        for number, line in enumerate(stream, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            match = _LIST_LINE.fullmatch(fields[0])
+            if not match:
+                raise ValueError(f"{path}:{number}: expected a line like /00001_image.png, got {line.strip()!r}")
+            if match.group(1) not in seen:  # a duplicate would be one record twice
+                seen.add(match.group(1))
+                ids.append(match.group(1))
+    return ids
+
+
+def locate(manual_dir: str | os.PathLike | None) -> tuple[str, dict[str, list[str]]]:
+    """The UP-3D folder and the image numbers of each split; checks every file is there.
+
+    Raises:
+      FileNotFoundError: the folder, a split list or a required file of a
+        listed image is missing; the message lists what is missing and what
+        to download, from where, and where it goes.
+      ValueError: a split list line that names no image.
+    """
+    root = find_root(manual_dir)
+    if manual_dir is None or not os.path.isdir(root):
+        where = "no --manual_dir was given" if manual_dir is None else f"there is no folder {root}"
+        raise FileNotFoundError(_missing_message(manual_dir, [where]))
+    missing_lists = [os.path.join(root, f"{s}.txt") for s in SPLITS
+                     if not os.path.isfile(os.path.join(root, f"{s}.txt"))]
+    if missing_lists:
+        raise FileNotFoundError(_missing_message(manual_dir, [f"no split list {p}" for p in missing_lists]))
+    ids = {split: read_split_list(os.path.join(root, f"{split}.txt")) for split in SPLITS}
+    present = set(os.listdir(root))
+    missing = [f"{image_id}{suffix}" for image_id in sorted(set().union(*ids.values()))
+               for suffix in REQUIRED_SUFFIXES if f"{image_id}{suffix}" not in present]
+    if missing:
+        named = ", ".join(missing[:_MAX_NAMED_MISSING]) + (", ..." if len(missing) > _MAX_NAMED_MISSING else "")
+        raise FileNotFoundError(_missing_message(
+            manual_dir, [(f"{len(missing)} file(s) of the listed images are not in {root}: {named} "
+                          "(an incomplete extraction?)")]))
+    return root, ids
+
+
+def _missing_message(manual_dir: Any, problems: list[str]) -> str:
+    where = "(not given)" if manual_dir is None else os.fspath(manual_dir)
+    return (f"UP-3D is not complete in --manual_dir {where}: " + "; ".join(problems) + ".\n"
+            + MANUAL_DOWNLOAD_INSTRUCTIONS)
+
+
+# ----------------------------------------------------------------------------- reading one example
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    """The SMPL fit of ``NNNNN_body.pkl``.
+
+    Attributes:
+      pose: ``(72,)`` axis-angle, joint 0 the global rotation in the camera frame.
+      betas: ``(10,)`` shape coefficients of the neutral SMPL model.
+      translation: ``(3,)`` ``t + trans`` in metres: where the body's origin is
+        in the camera frame (``rt`` is zero).
+      focal: focal length ``f`` in pixels of the fit image.
+      j2d: ``(24, 2)`` the fit's own projection of the 24 SMPL joints in fit
+        image pixels, if the file has it (``j2d``), else None.
+    """
+
+    pose: np.ndarray
+    betas: np.ndarray
+    translation: np.ndarray
+    focal: float
+    j2d: np.ndarray | None
+
+
+@dataclasses.dataclass(frozen=True)
+class CropInfo:
+    """``NNNNN_fit_crop_info.txt``: ``height width y1 y2 x1 x2``.
+
+    The fit was made on an image of ``height x width`` pixels that is the
+    region ``[x1, x2) x [y1, y2)`` of ``NNNNN_image.png`` resized.
+    """
+
+    height: int
+    width: int
+    y1: int
+    y2: int
+    x1: int
+    x2: int
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """``(ax, ay)``: image pixels per fit pixel along x and y."""
+        return (self.x2 - self.x1) / self.width, (self.y2 - self.y1) / self.height
+
+
+def read_body_file(path: str) -> dict[str, Any]:
+    """A ``_body.pkl`` (Python 2 pickle, possibly with chumpy arrays) as ``{key: numpy or value}``.
+
+    Uses ``dct_jax.smpl_io``'s restricted unpickler (numpy, chumpy and
+    builtins only; nothing else is resolved, so no code can run).
+
+    Raises:
+      Skip: not a readable pickle of a dict.
+    """
+    name = os.path.basename(path)
+    with open(path, "rb") as stream:
+        try:
+            data = smpl_io._RestrictedUnpickler(stream, encoding="latin1").load()  # noqa: SLF001
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+                KeyError, MemoryError, RecursionError, OverflowError, ImportError) as err:
+            raise Skip(f"{name} is not a readable pickle ({type(err).__name__}: {err})") from None
+    if not isinstance(data, dict):
+        raise Skip(f"{name} holds a {type(data).__name__}, expected a dict")
+    try:
+        return {str(k): smpl_io._to_numpy(v, f"{name}: field {k!r}") for k, v in data.items()}  # noqa: SLF001
+    except (smpl_io.ModelFileError, RecursionError) as err:
+        raise Skip(str(err)) from None
+
+
+def _numbers(body: dict[str, Any], key: str, size: int, name: str, *, required: bool = True) -> np.ndarray | None:
+    if key not in body:
+        if required:
+            raise Skip(f"{name} has no {key!r} (it has {sorted(body)})")
+        return None
+    try:
+        value = np.asarray(body[key], dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise Skip(f"{name}: {key!r} is not numeric") from None
+    if value.size != size:
+        raise Skip(f"{name}: {key!r} has {value.size} values, expected {size}")
+    if not np.all(np.isfinite(value)):
+        raise Skip(f"{name}: {key!r} has NaN or inf")
+    return value
+
+
+def parse_fit(body: dict[str, Any], name: str = "_body.pkl") -> Fit:
+    """Checks a ``_body.pkl``'s fields and returns the fit.
+
+    Raises:
+      Skip: a missing or ill-shaped field, non-finite numbers, ``t_z + trans_z <= 0``
+        (body behind the camera), ``f <= 0``, or a nonzero ``rt``.
+    """
+    pose = _numbers(body, "pose", schema.NUM_POSE, name)
+    betas = _numbers(body, "betas", schema.NUM_BETAS, name)
+    t = _numbers(body, "t", 3, name)
+    focal = _numbers(body, "f", 1, name)[0]
+    rt = _numbers(body, "rt", 3, name, required=False)
+    trans = _numbers(body, "trans", 3, name, required=False)
+    if rt is not None and np.max(np.abs(rt)) > RT_TOLERANCE:
+        raise Skip(f"{name}: camera rotation rt = {rt.tolist()} is not zero (UP-3D's fits have rt = 0; "
+                   "a rotated camera is not supported)")
+    translation = t + (trans if trans is not None else 0.0)
+    if focal <= 0:
+        raise Skip(f"{name}: focal length f = {focal} is not positive")
+    if translation[2] <= 0:
+        raise Skip(f"{name}: the body is not in front of the camera (t + trans = {translation.tolist()})")
+    j2d = None
+    if "j2d" in body:
+        try:
+            points = np.asarray(body["j2d"], dtype=np.float64)
+        except (TypeError, ValueError):
+            points = np.zeros((0,))
+        if points.ndim == 2 and points.shape[0] >= schema.NUM_JOINTS and points.shape[1] == 2:
+            j2d = points[:schema.NUM_JOINTS]
+    return Fit(pose=pose, betas=betas, translation=translation, focal=float(focal), j2d=j2d)
+
+
+def read_joints(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """``_joints.npy`` -> ``(14, 2)`` image pixels and ``(14,)`` visibility/confidence.
+
+    Raises:
+      Skip: unreadable, not ``(3, 14)`` numbers, or non-finite.
+    """
+    name = os.path.basename(path)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise Skip(f"{name} is not a readable .npy ({err})") from None
+    if not isinstance(array, np.ndarray) or array.shape != (3, NUM_LSP) or array.dtype.kind not in "biuf":
+        shape = getattr(array, "shape", None)
+        raise Skip(f"{name} has shape {shape}, expected (3, {NUM_LSP}) rows x, y, visibility")
+    array = array.astype(np.float64)
+    if not np.all(np.isfinite(array)):
+        raise Skip(f"{name} has NaN or inf")
+    return array[:2].T, array[2]
+
+
+def read_crop_info(path: str) -> CropInfo:
+    """``_fit_crop_info.txt`` -> :class:`CropInfo`.
+
+    Raises:
+      Skip: not six integers, or an empty size or region.
+    """
+    name = os.path.basename(path)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as stream:
+            values = [int(v) for v in stream.read().split()]
+    except ValueError:
+        values = []
+    if len(values) != 6:
+        raise Skip(f"{name}: expected six integers 'height width y1 y2 x1 x2'")
+    info = CropInfo(*values)
+    if info.height <= 0 or info.width <= 0 or info.y2 <= info.y1 or info.x2 <= info.x1:
+        raise Skip(f"{name}: empty fit image or region {values}")
+    return info
+
+
+def read_image(path: str) -> tuple[bytes, tuple[int, int]]:
+    """The image's encoded bytes (as stored when 8-bit BGR, else re-encoded as PNG) and ``(H, W)``.
+
+    Raises:
+      Skip: OpenCV cannot decode it.
+    """
+    with open(path, "rb") as stream:
+        data = stream.read()
+    try:
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    except cv2.error:
+        array = None
+    if array is None:
+        raise Skip(f"{os.path.basename(path)} is not a readable image (OpenCV cannot decode its {len(data)} bytes)")
+    if not (array.dtype == np.uint8 and array.ndim == 3 and array.shape[2] == 3):
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # grey/alpha/16-bit -> 8-bit colour
+        ok, buffer = cv2.imencode(".png", bgr)
+        if not ok:
+            raise Skip(f"{os.path.basename(path)}: could not re-encode it as an 8-bit colour PNG")
+        data = buffer.tobytes()
+    return data, (int(array.shape[0]), int(array.shape[1]))
+
+
+def silhouette_box(path: str, image_shape: tuple[int, int]) -> tuple[np.ndarray | None, str]:
+    """``[x, y, w, h]`` of the non-white pixels of ``_render_light.png`` (SPIN), or ``(None, why not)``."""
+    name = os.path.basename(path)
+    if not os.path.isfile(path):
+        return None, f"no {name}"
+    try:
+        render = cv2.imread(path, cv2.IMREAD_COLOR)
+    except cv2.error:
+        render = None
+    if render is None:
+        return None, f"{name} is not a readable image"
+    if render.shape[:2] != tuple(image_shape):
+        return None, f"{name} is {render.shape[:2]}, the image {tuple(image_shape)}"
+    ys, xs = np.nonzero(render.min(axis=2) < 255)
+    if xs.size == 0:
+        return None, f"{name} is blank"
+    x0, y0 = xs.min(), ys.min()
+    return np.array([x0, y0, xs.max() + 1 - x0, ys.max() + 1 - y0], np.float64), ""
+
+
+def joints_box(xy: np.ndarray, labelled: np.ndarray) -> np.ndarray | None:
+    """``[x, y, w, h]`` around the labelled joints, or None (fewer than two, or no extent)."""
+    points = xy[labelled]
+    if len(points) < 2:
+        return None
+    low, high = points.min(axis=0), points.max(axis=0)
+    if np.max(high - low) <= 0:
+        return None
+    size = np.maximum(high - low, 1.0)
+    return np.array([low[0], low[1], size[0], size[1]], np.float64)
+
+
+def crop_around(bbox: np.ndarray, scale: float = CROP_SCALE) -> np.ndarray:
+    """``[x0, y0, side]``: the square centred on ``bbox`` with side ``scale * max(w, h)``."""
+    x, y, w, h = bbox
+    side = scale * max(w, h)
+    return np.array([x + 0.5 * w - 0.5 * side, y + 0.5 * h - 0.5 * side, side], np.float64)
+
+
+# ----------------------------------------------------------------------------- cameras
+
+
+@dataclasses.dataclass(frozen=True)
+class FitCamera:
+    """UP-3D's pinhole camera, mapped into ``NNNNN_image.png`` pixels.
+
+    A body-frame point ``X`` (SMPL output without translation; metres, x
+    right, y down, +Z forward) lands in the fit image at ``f (X + T)[:2] /
+    (X + T)[2] + c``, ``c = (width // 2, height // 2)`` (the fit code's image
+    centre, Python 2 integer division), and that point of the fit image at
+    ``(x1 + ax u, y1 + ay v)`` in ``NNNNN_image.png``.
+    """
+
+    focal: float
+    translation: np.ndarray
+    crop: CropInfo
+
+    @property
+    def principal_point(self) -> np.ndarray:
+        return np.array([self.crop.width // 2, self.crop.height // 2], np.float64)
+
+    def project_fit(self, points: np.ndarray) -> np.ndarray:
+        """``(N, 3)`` body-frame points -> ``(N, 2)`` fit-image pixels."""
+        placed = np.asarray(points, np.float64) + self.translation
+        return self.focal * placed[:, :2] / placed[:, 2:3] + self.principal_point
+
+    def fit_to_image(self, uv: np.ndarray) -> np.ndarray:
+        """``(N, 2)`` fit-image pixels -> ``NNNNN_image.png`` pixels."""
+        return np.asarray(uv, np.float64) * np.array(self.crop.scale) + [self.crop.x1, self.crop.y1]
+
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """``(N, 3)`` body-frame points -> ``(N, 2)`` image pixels (full perspective)."""
+        return self.fit_to_image(self.project_fit(points))
+
+    def weak_perspective(self, crop_box: np.ndarray) -> np.ndarray:
+        """``(s, tx, ty)`` of ``crop_box`` that matches the perspective camera at the body origin's depth.
+
+        ``s = 2 a f / (side T_z)`` (``a`` the mean of ``ax``, ``ay``) and
+        ``(tx, ty) = T[:2] + o / s``, ``o`` the crop coordinates of the
+        principal point: exact for points at depth ``T_z``; a point ``dz``
+        nearer or farther is off by ``dz / T_z`` of its distance from the
+        principal point's ray (UP-3D: ``f = 5000`` px, ``T_z`` about 50 m).
+        """
+        x0, y0, side = (float(v) for v in crop_box)
+        pixels_per_fit_pixel = float(np.mean(self.crop.scale))
+        scale = 2.0 * pixels_per_fit_pixel * self.focal / (side * self.translation[2])
+        centre = self.fit_to_image(self.principal_point[None])[0]
+        offset = (centre - [x0, y0]) * (2.0 / side) - 1.0
+        return np.array([scale, self.translation[0] + offset[0] / scale,
+                         self.translation[1] + offset[1] / scale], np.float64)
+
+
+def fit_weak_perspective(points: np.ndarray, image_xy: np.ndarray, crop_box: np.ndarray) -> np.ndarray:
+    """Least-squares ``(s, tx, ty)`` with ``s (X[:, :2] + t)`` closest to ``image_xy`` in ``crop_box`` coordinates.
+
+    Raises:
+      Skip: the fit gives no positive, finite scale.
+    """
+    points = np.asarray(points, np.float64)
+    x0, y0, side = (float(v) for v in crop_box)
+    uv = (np.asarray(image_xy, np.float64) - [x0, y0]) * (2.0 / side) - 1.0
+    n = len(points)
+    design = np.zeros((2 * n, 3))
+    design[:n, 0], design[:n, 1] = points[:, 0], 1.0
+    design[n:, 0], design[n:, 2] = points[:, 1], 1.0
+    (scale, bx, by), *_ = np.linalg.lstsq(design, np.concatenate([uv[:, 0], uv[:, 1]]), rcond=None)
+    if not (np.isfinite(scale) and scale > 0):
+        raise Skip(f"no weak-perspective camera fits the projected body (scale {scale})")
+    return np.array([scale, bx / scale, by / scale], np.float64)
+
+
+# ----------------------------------------------------------------------------- body model
+
+
+class PosedBody:
+    """A body model (``--smpl_path``) that poses fits: vertices and joints, jit-compiled once."""
+
+    def __init__(self, path: str):
+        import jax  # noqa: PLC0415  (only builds with --smpl_path need JAX here)
+
+        from dct_jax import smpl  # noqa: PLC0415
+
+        self.path = path
+        self.model = smpl.load(path)
+        self.body_model = keypoints_lib.body_for_num_vertices(self.model.num_vertices)
+        self.layout = keypoints_lib.get_layout(schema.KEYPOINT_LAYOUT, body=self.body_model)
+        self._forward = jax.jit(smpl.forward)
+
+    def __call__(self, pose: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(V, 3)`` vertices and ``(24, 3)`` joints (camera frame, no translation), float64."""
+        out = self._forward(self.model, np.asarray(pose, np.float32), np.asarray(betas, np.float32))
+        return np.asarray(out.vertices, np.float64), np.asarray(out.joints, np.float64)
+
+    def keypoints(self, vertices: np.ndarray, joints: np.ndarray) -> np.ndarray:
+        """``(19, 3)`` cocoplus19 keypoints of a posed body."""
+        return np.asarray(keypoints_lib.from_body(self.layout, vertices, joints), np.float64)
+
+
+# ----------------------------------------------------------------------------- one record
+
+
+@dataclasses.dataclass
+class Notes:
+    """What the build log and metadata report about an example besides its record."""
+
+    box_from_joints: str = ""  # why the silhouette box was not used ("" when it was)
+    j2d_error_px: float | None = None  # median |our projection - the file's j2d| over 24 joints, fit pixels
+    keypoint_error_px: float | None = None  # median |camera projection - labelled LSP joint|, image pixels
+
+
+def convert_example(root: str, image_id: str, body: PosedBody | None = None) -> tuple[dict[str, Any], Notes]:
+    """The record of image ``image_id`` (``"00001"``) of the UP-3D folder ``root``.
+
+    Raises:
+      Skip: an unreadable image or file, or an inconsistent annotation.
+    """
+    prefix = os.path.join(root, image_id)
+    notes = Notes()
+    image, (height, width) = read_image(prefix + "_image.png")
+    fit = parse_fit(read_body_file(prefix + "_body.pkl"), f"{image_id}_body.pkl")
+    xy, visibility = read_joints(prefix + "_joints.npy")
+    camera = FitCamera(focal=fit.focal, translation=fit.translation, crop=read_crop_info(prefix + "_fit_crop_info.txt"))
+
+    inside = (xy[:, 0] >= 0) & (xy[:, 0] <= width) & (xy[:, 1] >= 0) & (xy[:, 1] <= height)
+    labelled = (visibility > 0) & inside
+    bbox, why = silhouette_box(prefix + RENDER_SUFFIX, (height, width))
+    if bbox is None:
+        bbox = joints_box(xy, labelled)
+        if bbox is None:
+            raise Skip(f"no person box: {why} and fewer than two labelled joints in the image")
+        notes.box_from_joints = why
+    crop_box = crop_around(bbox)
+
+    keypoints = np.zeros((schema.NUM_KEYPOINTS, 2), np.float64)
+    keypoints[:NUM_LSP] = xy
+    keypoint_visibility = np.zeros((schema.NUM_KEYPOINTS,), np.uint8)
+    keypoint_visibility[:NUM_LSP] = np.where(labelled, schema.VISIBILITY_VISIBLE, schema.VISIBILITY_UNLABELLED)
+
+    mesh = {}
+    if body is None:
+        weak = camera.weak_perspective(crop_box)
+        body_model = "smpl"
+    else:
+        vertices, joints = body(fit.pose, fit.betas)
+        weak = fit_weak_perspective(vertices, camera.project(vertices), crop_box)
+        body_model = body.body_model
+        mesh = {"vertices": vertices, "joints": joints}
+        if fit.j2d is not None:
+            notes.j2d_error_px = float(np.median(np.linalg.norm(camera.project_fit(joints) - fit.j2d, axis=1)))
+        if labelled.any():
+            points = body.keypoints(vertices, joints)[:NUM_LSP]
+            projected = (points[:, :2] + weak[1:]) * weak[0]
+            image_xy = (projected + 1.0) * (0.5 * crop_box[2]) + crop_box[:2]
+            notes.keypoint_error_px = float(np.median(np.linalg.norm(image_xy - xy, axis=1)[labelled]))
+    try:
+        record = schema.make_record(
+            record_id=f"up3d/{image_id}", image_id=f"{image_id}_image.png", body_model=body_model,
+            image=image, image_shape=(height, width), bbox=bbox, crop_box=crop_box,
+            keypoints=keypoints, keypoints_visibility=keypoint_visibility,
+            smpl_pose=fit.pose, smpl_betas=fit.betas, camera=weak, **mesh)
+    except ValueError as err:
+        raise Skip(f"inconsistent record: {err}") from None
+    return record, notes
+
+
+# ----------------------------------------------------------------------------- builder
+
+
+class _Sized:
+    """An iterable with a length, so that TFDS's progress bar shows a total."""
+
+    def __init__(self, iterable: Iterable[Any], length: int):
+        self._iterable, self._length = iterable, length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._iterable)
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+    """UP-3D: LSP/MPII images with SMPL fits, 14 LSP joints and a weak-perspective crop camera."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "Initial release: one record per image of up-3d.zip; pose and betas as fitted; "
+                 "LSP joints as cocoplus19 keypoints; silhouette-box crop; weak-perspective camera.",
+    }
+    MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+
+    def __init__(self, *, smpl_path: str | os.PathLike | None = None,
+                 manual_dir: str | os.PathLike | None = None, file_format: str | None = None, **kwargs: Any):
+        """Args as ``tfds.core.GeneratorBasedBuilder``, plus:
+
+        Args:
+          smpl_path: SMPL model file (the neutral model UP-3D was fitted
+            with, ``basicModel_neutral_lbs_10_207_0_v1.0.0.pkl``); when given,
+            records also hold ``vertices`` and ``joints`` and the camera is
+            fitted to the projected mesh. Without it records keep the
+            parameters only.
+          manual_dir: the folder holding ``up-3d/``; overrides the download
+            config's ``manual_dir`` (``python -m datasets ... --manual_dir``).
+          file_format: default ``"array_record"`` (tfrecord needs TensorFlow).
+          **kwargs: e.g. ``data_dir``.
+
+        Raises:
+          FileNotFoundError: ``smpl_path`` is not a file.
+        """
+        if smpl_path is not None:
+            smpl_path = os.path.abspath(os.path.expanduser(os.fspath(smpl_path)))
+            if not os.path.isfile(smpl_path):
+                raise FileNotFoundError(f"smpl_path {smpl_path} is not a file; pass the SMPL model file, e.g. "
+                                        "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl")
+        self._smpl_path = smpl_path
+        self._manual_dir_arg = None if manual_dir is None else os.fspath(manual_dir)
+        super().__init__(file_format=file_format or "array_record", **kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=schema.features(),
+            supervised_keys=None,
+            homepage=HOMEPAGE,
+            metadata=tfds.core.MetadataDict(),
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        manual_dir = self._manual_dir_arg or getattr(dl_manager, "_manual_dir", None)
+        root, ids = locate(manual_dir)
+        body = PosedBody(self._smpl_path) if self._smpl_path else None
+        metadata = self.info.metadata
+        metadata.clear()
+        metadata.update({
+            "source": ARCHIVE_URL,
+            "body_model": body.body_model if body else "smpl",
+            "smpl_path": self._smpl_path,
+            "camera": ("least squares on the perspective projection of the mesh" if body else
+                       "the perspective camera at the body origin's depth"),
+            "crop_scale": CROP_SCALE,
+            "listed": {split: len(v) for split, v in ids.items()},
+            "num_skipped": {}, "skipped": {}, "box_from_joints": {}, "j2d_error_px": {}, "keypoint_error_px": {},
+        })
+        logging.info("up3d: reading %s (%s)", root,
+                     ", ".join(f"{split} {len(v)}" for split, v in ids.items()))
+        return {split: _Sized(self._generate_examples(split, ids[split], root, body), len(ids[split]))
+                for split in SPLITS}
+
+    def _generate_examples(self, split: str, ids: list[str], root: str, body: PosedBody | None):
+        skipped, from_joints = [], []
+        errors: dict[str, list[float]] = {"j2d_error_px": [], "keypoint_error_px": []}
+        for image_id in ids:
+            try:
+                record, notes = convert_example(root, image_id, body)
+            except Skip as err:
+                logging.warning("up3d %s: skipped %s_image.png: %s", split, image_id, err)
+                skipped.append({"image": f"{image_id}_image.png", "reason": str(err)})
+                continue
+            if notes.box_from_joints:
+                from_joints.append({"image": f"{image_id}_image.png", "reason": notes.box_from_joints})
+            for key, values in errors.items():
+                if getattr(notes, key) is not None:
+                    values.append(getattr(notes, key))
+            yield image_id, record
+        metadata = self.info.metadata
+        metadata["num_skipped"][split] = len(skipped)
+        metadata["skipped"][split] = skipped
+        metadata["box_from_joints"][split] = from_joints
+        for key, values in errors.items():
+            if values:
+                metadata[key][split] = {"median": float(np.median(values)), "max": float(np.max(values))}
+        if skipped:
+            logging.warning("up3d %s: skipped %d of %d images: %s", split, len(skipped), len(ids),
+                            "; ".join(f"{s['image']} ({s['reason']})" for s in skipped))
+        if from_joints:
+            logging.warning("up3d %s: %d person box(es) from the labelled joints instead of the rendered fit",
+                            split, len(from_joints))
