@@ -34,6 +34,7 @@ import optax
 from absl import logging
 
 from dct_jax import camera as camera_lib
+from dct_jax import distributed
 from dct_jax import densepose, geometry, keypoints, losses, smpl, summaries
 from dct_jax.data import pipeline
 from dct_jax.models import regressor as regressor_lib
@@ -211,6 +212,22 @@ def compute_losses(output: regressor_lib.RegressorOutput, batch: Mapping[str, ja
     return losses.total_loss(terms, weights), terms
 
 
+def loss_and_grads(state: TrainState, batch: Mapping[str, jax.Array], *, model: regressor_lib.Regressor,
+                   body: smpl.SMPLModel, layout: keypoints.Layout, weights: losses.LossWeights, inputs: str,
+                   joints_from_smpl: bool = False) -> tuple[jax.Array, dict[str, jax.Array], Any, Any]:
+    """The forward and backward pass of :func:`train_step`: ``(loss, terms, new batch_stats, grads)``."""
+    image, aux = encode_inputs(batch, inputs)
+
+    def loss_fn(params):
+        output, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
+                                      image, aux, train=True, mutable=["batch_stats"])
+        total, terms = compute_losses(output, batch, body, layout, weights, joints_from_smpl)
+        return total, (terms, updates["batch_stats"])
+
+    (total, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    return total, terms, batch_stats, grads
+
+
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: regressor_lib.Regressor,
                tx: optax.GradientTransformation, body: smpl.SMPLModel, layout: keypoints.Layout,
                weights: losses.LossWeights, inputs: str,
@@ -221,15 +238,9 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: regr
     optimizer state are kept, ``nonfinite_steps`` grows and ``metrics["finite"]``
     is 0.
     """
-    image, aux = encode_inputs(batch, inputs)
-
-    def loss_fn(params):
-        output, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                      image, aux, train=True, mutable=["batch_stats"])
-        total, terms = compute_losses(output, batch, body, layout, weights, joints_from_smpl)
-        return total, (terms, updates["batch_stats"])
-
-    (total, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    total, terms, batch_stats, grads = loss_and_grads(
+        state, batch, model=model, body=body, layout=layout, weights=weights, inputs=inputs,
+        joints_from_smpl=joints_from_smpl)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
@@ -313,7 +324,13 @@ def prepare_dataset(config: ml_collections.ConfigDict) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Trains (resuming from ``workdir``), then evaluates; returns the evaluation report."""
+    """Trains (resuming from ``workdir``), then evaluates; returns the evaluation report.
+
+    On SIGTERM (preemption) the loop stops after the current step on every
+    process, saves a checkpoint of it (train state and data iterator), waits for
+    the write, logs so and returns ``{"preempted": True, "step": N,
+    "checkpoint_dir": ...}`` without evaluating; re-running resumes from there.
+    """
     import grain  # noqa: PLC0415
     import orbax.checkpoint as ocp  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
@@ -354,6 +371,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         options=ocp.CheckpointManagerOptions(max_to_keep=config.max_checkpoints_to_keep, create=True))
     latest = manager.latest_step()
     if latest is not None:
+        check_data_state_matches(os.path.join(str(manager.directory), str(latest), "data"))
         restored = manager.restore(latest, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), data=grain.checkpoint.CheckpointRestore(data_iter)))
         state = restored["state"]
@@ -387,7 +405,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     window_start, window_images = time.perf_counter(), 0
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not is_main,
                dynamic_ncols=True)
+    preemption = distributed.Preemption()
+    preempted = False
     try:
+        preemption.__enter__()
         while step < total_steps:
             host_batch = next(data_iter)
             device_batch, host = pipeline.split_host_fields(host_batch)
@@ -435,17 +456,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if config.eval_every_steps and step % config.eval_every_steps == 0 and step != total_steps:
                 run_eval(step)
                 window_start, window_images = time.perf_counter(), 0
+            if preemption.should_stop():  # collective in multi-process runs: all stop at the same step
+                preempted = True
+                break
         if manager.latest_step() != step:
             save(step)
         manager.wait_until_finished()
+        preempted = preempted or (step < total_steps) or preemption.should_stop()
+        preemption.__exit__()
+        if preempted:
+            logging.warning("Preempted (%s) at step %d: checkpoint saved in %s; re-run the same command "
+                            "to resume", preemption.signal_name, step, manager.directory)
+            return {"preempted": True, "step": step, "checkpoint_dir": str(manager.directory)}
         report = run_eval(step)
     finally:
+        preemption.__exit__()
         bar.close()
         manager.close()
         writer.close()
     if is_main:
         print(evaluate.format_report(report))
     return report
+
+
+def check_data_state_matches(data_dir: str) -> None:
+    """A clear error when a checkpoint's data iterator state was saved by another number of processes.
+
+    (grain saves one ``process_I-of-N.json`` per process and restores only the same one.)
+    """
+    expected = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    if not os.path.isdir(data_dir) or os.path.exists(os.path.join(data_dir, expected)):
+        return
+    found = sorted(n for n in os.listdir(data_dir) if n.startswith("process_"))
+    raise ValueError(
+        f"the checkpoint {os.path.dirname(data_dir)} holds the data iterator state of another number of "
+        f"processes ({', '.join(found) or 'none'}; this run has {jax.process_count()}): resume with the "
+        "same number of processes (the device count may change), see docs/scaling.md")
 
 
 def _check_body_matches(source: Any, body_name: str) -> None:

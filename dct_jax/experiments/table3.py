@@ -147,6 +147,10 @@ def run(output: str, *, steps: int, cells: Sequence[Cell] | None = None,
             _check_same_run(workdir, config)
             print(f"[{index}/{len(cells)}] {cell.name}: training {steps} steps in {workdir}", flush=True)
             report = train.train_and_evaluate(config, workdir)
+            if report.get("preempted"):
+                print(f"Stopped by {report.get('signal', 'SIGTERM')} in cell {cell.name} at step {report['step']} "
+                      "(checkpoint saved); re-run the same command to resume", flush=True)
+                break
         results[cell] = report
         write_outputs(output, results, config)
     return results
