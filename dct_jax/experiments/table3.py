@@ -238,7 +238,7 @@ def plot(results: Mapping[Cell, Mapping[str, Any]], path: str) -> None:
     inputs = [i for i in INPUT_ORDER if any(k[0] == i for k in by_key)]
     supervisions = [s for s in SUPERVISION_ORDER if any(k[1] == s for k in by_key)]
     width = 0.8 / max(len(supervisions), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(inputs) + 2), 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(inputs) + 2), 5.0), dpi=120)
     for j, supervision in enumerate(supervisions):
         xs = [i + (j - (len(supervisions) - 1) / 2) * width for i in range(len(inputs))]
         heights = [by_key.get((name, supervision), float("nan")) for name in inputs]
@@ -248,7 +248,7 @@ def plot(results: Mapping[Cell, Mapping[str, Any]], path: str) -> None:
     ax.set_xticks(range(len(inputs)), [INPUT_LABELS[i] for i in inputs])
     ax.set_ylabel("PVE (mm), lower is better")
     ax.set_title("Table 3 on synthetic data: PVE per input and supervision")
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.09), frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
