@@ -17,10 +17,11 @@ documented there); nothing is downloaded and ``manual_dir`` is not used.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Mapping
 
 import tensorflow_datasets as tfds
 
+from datasets._common import Sized
 from dct_jax import synthetic
 from dct_jax.data import schema
 
@@ -28,19 +29,6 @@ DEFAULT_SPLIT_SIZES = {"train": 2000, "test": 200}
 # Splits without vertices/joints (has_mesh False): training never needs them and
 # they are 87 KB per record; pose and betas reproduce them exactly.
 SPLITS_WITHOUT_MESH = ("train",)
-
-
-class _Sized:
-    """An iterable with a length, so that TFDS's progress bar shows a total."""
-
-    def __init__(self, iterable: Iterable[Any], length: int):
-        self._iterable, self._length = iterable, length
-
-    def __len__(self) -> int:
-        return self._length
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._iterable)
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -93,7 +81,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         del dl_manager  # nothing to download
         body = synthetic.load_body()
-        return {split: _Sized(self._generate_examples(split, n, body), n)
+        return {split: Sized(self._generate_examples(split, n, body), n)
                 for split, n in self._split_sizes.items()}
 
     def _generate_examples(self, split: str, num_examples: int, body: synthetic.Body):

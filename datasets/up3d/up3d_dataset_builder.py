@@ -31,7 +31,6 @@ import dataclasses
 import os
 import pickle
 import re
-from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 import cv2
@@ -39,6 +38,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
+from datasets._common import Sized
 from dct_jax import keypoints as keypoints_lib
 from dct_jax import smpl_io
 from dct_jax.data import schema
@@ -534,19 +534,6 @@ def convert_example(root: str, image_id: str, body: PosedBody | None = None) -> 
 # ----------------------------------------------------------------------------- builder
 
 
-class _Sized:
-    """An iterable with a length, so that TFDS's progress bar shows a total."""
-
-    def __init__(self, iterable: Iterable[Any], length: int):
-        self._iterable, self._length = iterable, length
-
-    def __len__(self) -> int:
-        return self._length
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._iterable)
-
-
 class Builder(tfds.core.GeneratorBasedBuilder):
     """UP-3D: LSP/MPII images with SMPL fits, 14 LSP joints and a weak-perspective crop camera."""
 
@@ -610,7 +597,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         })
         logging.info("up3d: reading %s (%s)", root,
                      ", ".join(f"{split} {len(v)}" for split, v in ids.items()))
-        return {split: _Sized(self._generate_examples(split, ids[split], root, body), len(ids[split]))
+        return {split: Sized(self._generate_examples(split, ids[split], root, body), len(ids[split]))
                 for split in SPLITS}
 
     def _generate_examples(self, split: str, ids: list[str], root: str, body: PosedBody | None):
