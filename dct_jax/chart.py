@@ -21,6 +21,8 @@ import os
 import numpy as np
 import scipy.io
 
+from dct_jax import npz_files
+
 NUM_PARTS = 24
 CHART_KEYS = ("All_FaceIndices", "All_Faces", "All_U_norm", "All_V_norm", "All_vertices")
 
@@ -295,29 +297,14 @@ def _read_chart_file(path: str) -> dict[str, np.ndarray]:
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in (".mat", ".npz"):
         raise ValueError(f"chart file {path}: expected a .mat or .npz file (got suffix {suffix!r})")
+    if suffix == ".npz":
+        return npz_files.read_arrays(path, CHART_KEYS, where=f"chart file {path}")
     try:
-        if suffix == ".mat":
-            data = scipy.io.loadmat(path)
-            return {k: data[k] for k in CHART_KEYS if k in data}
-        npz = np.load(path, allow_pickle=False)
-    except Exception as err:  # noqa: BLE001 - BadZipFile, MatReadError, pickled data, ...
+        data = scipy.io.loadmat(path)
+    except Exception as err:  # noqa: BLE001 - MatReadError, ...
         first = str(err).splitlines()[0][:200] if str(err) else ""
-        why = f"{type(err).__name__}: {first}"
-        if "pickle" in first:  # numpy's advice (allow_pickle) is never right here
-            why = "not a zip archive; pickled data is never read"
-        raise ValueError(f"chart file {path}: not a readable {suffix} file ({why})") from None
-    if not hasattr(npz, "files"):  # np.load gave a single .npy array
-        raise ValueError(f"chart file {path}: not an .npz archive (a single .npy array?)")
-    with npz:
-        data = {}
-        for key in (k for k in CHART_KEYS if k in npz.files):
-            try:
-                data[key] = npz[key]
-            except ValueError:
-                raise ValueError(
-                    f"chart file {path}: field {key!r} is an object (pickled) array; chart fields are numeric arrays"
-                ) from None
-        return data
+        raise ValueError(f"chart file {path}: not a readable {suffix} file ({type(err).__name__}: {first})") from None
+    return {k: data[k] for k in CHART_KEYS if k in data}
 
 
 def load_chart(name_or_path: str | os.PathLike = "smpl") -> Chart:

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dct_jax import npz_files
 from dct_jax.models import resnet as resnet_lib
 
 NUM_PARAMS = 85
@@ -144,23 +145,7 @@ def load_mean_params(path: str | os.PathLike) -> np.ndarray:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No mean-parameter file at {path!r}")
     if ext == ".npz":
-        try:
-            npz = np.load(path, allow_pickle=False)
-        except Exception as err:  # noqa: BLE001 - BadZipFile, pickled data, ...
-            first = str(err).splitlines()[0][:200] if str(err) else ""
-            why = f"{type(err).__name__}: {first}"
-            if "pickle" in first:  # numpy's advice (allow_pickle) is never right here
-                why = "not a zip archive; pickled data is never read"
-            raise ValueError(f"{path!r} is not a readable .npz file ({why})") from None
-        if not hasattr(npz, "files"):  # np.load gave a single .npy array
-            raise ValueError(f"{path!r} is not an .npz archive (a single .npy array?)")
-        with npz:
-            fields = {}
-            for key in (k for k in ("pose", "shape") if k in npz.files):
-                try:
-                    fields[key] = np.asarray(npz[key])
-                except ValueError:
-                    raise ValueError(f"{path!r}: {key!r} is an object (pickled) array; it must be numbers") from None
+        fields = npz_files.read_arrays(path, ("pose", "shape"), where=repr(path))
     elif ext in (".h5", ".hdf5"):
         try:
             import h5py
