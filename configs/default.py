@@ -39,6 +39,7 @@ def apply_supervision(config: ml_collections.ConfigDict, supervision: str) -> No
     config.loss.keypoint = 10.0
     config.loss.smpl = 10.0 if use_3d else 0.0
     config.loss.joints3d = 10.0 if use_3d else 0.0
+    config.loss.keypoints3d = 10.0 if use_3d else 0.0
     config.loss.dense = (1.0 if use_3d else 10.0) if use_dense else 0.0
 
 
@@ -105,6 +106,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.keypoint = 10.0
     config.loss.smpl = 10.0
     config.loss.joints3d = 10.0
+    # cocoplus19 3D keypoints of records that have them (Human3.6M motion capture), pelvis-aligned.
+    config.loss.keypoints3d = 10.0
     config.loss.dense = 1.0
     # Also supervise 3D joints with the joints of records' ground-truth SMPL
     # parameters (the official code uses joints only where a dataset has them).

@@ -39,6 +39,7 @@ class LossWeights:
     keypoint: float = 10.0
     smpl: float = 10.0
     joints3d: float = 10.0
+    keypoints3d: float = 10.0
     dense: float = 1.0
 
 
@@ -52,7 +53,7 @@ def total_loss(terms: Mapping[str, jnp.ndarray], weights: LossWeights = LossWeig
 
     Args:
       terms: scalars keyed by :class:`LossWeights` field names (``keypoint``,
-        ``smpl``, ``joints3d``, ``dense``); absent terms contribute nothing.
+        ``smpl``, ``joints3d``, ``keypoints3d``, ``dense``); absent terms contribute nothing.
       weights: the weight of each term.
 
     Returns:
@@ -177,6 +178,43 @@ def joints3d_loss(
     mask = _check_weight(mask, pred_joints.shape[:1], "mask", "(B,)")
     diff = _select(mask[:, None, None] > 0, pred_joints - target_joints)
     return jnp.mean(diff * diff * mask[:, None, None]) * _batch_rescale(mask)
+
+
+def keypoints3d_loss(
+    pred_keypoints: jnp.ndarray,
+    target_keypoints: jnp.ndarray,
+    keypoint_weight: jnp.ndarray,
+    mask: jnp.ndarray,
+    *,
+    hips: tuple[int, int] = (2, 3),
+) -> jnp.ndarray:
+    """Squared error of pelvis-aligned 3D keypoints (HMR/SPIN's ``keypoint_3d_loss``).
+
+    Both skeletons are moved so that the mid-point of their ``hips`` (cocoplus19:
+    right hip 2, left hip 3) is the origin; ``mean over B*K*3 of sq * weight *
+    mask`` times ``B / sum(mask)``.
+
+    Args:
+      pred_keypoints: ``(B, K, 3)`` predicted keypoints, metres.
+      target_keypoints: ``(B, K, 3)`` labelled keypoints (e.g. motion capture).
+      keypoint_weight: ``(B, K)`` 1 where labelled; both hips must be labelled
+        for an example to count (its pelvis is undefined otherwise).
+      mask: ``(B,)`` 1 for examples with 3D keypoints.
+
+    Returns:
+      ``()`` the loss.
+    """
+    pred_keypoints, target_keypoints = _check_points(pred_keypoints, target_keypoints, 3, "pred_keypoints",
+                                                     "target_keypoints", "K")
+    keypoint_weight = _check_weight(keypoint_weight, pred_keypoints.shape[:2], "keypoint_weight", "(B, K)")
+    mask = _check_weight(mask, pred_keypoints.shape[:1], "mask", "(B,)")
+    right, left = hips
+    mask = mask * (keypoint_weight[:, right] > 0) * (keypoint_weight[:, left] > 0)
+    pred = pred_keypoints - 0.5 * (pred_keypoints[:, right, None] + pred_keypoints[:, left, None])
+    target = target_keypoints - 0.5 * (target_keypoints[:, right, None] + target_keypoints[:, left, None])
+    weight = keypoint_weight * mask[:, None]
+    diff = _select(weight[..., None] > 0, pred - target)
+    return jnp.mean(diff * diff * weight[..., None]) * _batch_rescale(mask)
 
 
 def dense_loss(

@@ -117,7 +117,8 @@ def create_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientT
 def loss_weights(config: ml_collections.ConfigDict) -> losses.LossWeights:
     c = config.loss
     return losses.LossWeights(keypoint=float(c.keypoint), smpl=float(c.smpl),
-                              joints3d=float(c.joints3d), dense=float(c.dense))
+                              joints3d=float(c.joints3d), keypoints3d=float(c.get("keypoints3d", c.joints3d)),
+                              dense=float(c.dense))
 
 
 def encode_inputs(batch: Mapping[str, jax.Array], inputs: str) -> tuple[jax.Array, jax.Array | None]:
@@ -180,6 +181,8 @@ def compute_losses(output: regressor_lib.RegressorOutput, batch: Mapping[str, ja
 
     Terms with weight 0 are not computed. Every term is masked per example
     by ``valid`` and its supervision flag (see ``dct_jax.data.pipeline``).
+    The 3D keypoint term compares the predicted cocoplus19 keypoints with the
+    records' ``keypoints3d`` (e.g. Human3.6M's motion capture), pelvis-aligned.
     The 3D joint term uses the records' joints (``has_joints``) and, with
     ``joints_from_smpl``, also the joints of the ground-truth SMPL parameters
     of records that have those instead (``has_smpl``).
@@ -188,8 +191,10 @@ def compute_losses(output: regressor_lib.RegressorOutput, batch: Mapping[str, ja
     valid = batch["valid"]
     out = smpl.forward(body, output.pose, output.betas)
     terms = {}
-    if weights.keypoint:
+    kp3d = None
+    if weights.keypoint or weights.keypoints3d:
         kp3d = keypoints.from_body(layout, out.vertices, out.joints)
+    if weights.keypoint:
         kp2d = camera_lib.weak_perspective_project(kp3d, output.camera)
         terms["keypoint"] = losses.keypoint_loss(kp2d, batch["keypoints"], batch["keypoints_weight"], mask=valid)
     if weights.smpl:
@@ -203,6 +208,9 @@ def compute_losses(output: regressor_lib.RegressorOutput, batch: Mapping[str, ja
             target = jnp.where(mask[:, None, None] > 0, target, gt)
             mask = jnp.maximum(mask, batch["has_smpl"])
         terms["joints3d"] = losses.joints3d_loss(out.joints, target, valid * mask)
+    if weights.keypoints3d and "keypoints3d" in batch:
+        terms["keypoints3d"] = losses.keypoints3d_loss(kp3d, batch["keypoints3d"], batch["keypoints3d_weight"],
+                                                       valid * batch["has_keypoints3d"])
     if weights.dense:
         points = densepose.SurfacePoints(batch["dense_vertex_ids"], batch["dense_barycentric"],
                                          batch["dense_weight"] > 0)

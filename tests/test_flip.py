@@ -166,6 +166,14 @@ def test_flip_pose_mirrors_the_mesh(model, bm):
     np.testing.assert_allclose(flipped_vertices, vertices[:, bm.vertex_mirror] * [-1, 1, 1], atol=1e-4)
     np.testing.assert_allclose(flipped_joints, flip.flip_joints3d(joints), atol=1e-4)
     np.testing.assert_allclose(flip.flip_vertices(vertices, bm.vertex_mirror), flipped_vertices, atol=1e-4)
+    # 3D keypoints (e.g. motion capture) mirror like the body they belong to.
+    layout = keypoints.get_layout("cocoplus19", body="default")
+    kp3d = np.asarray(keypoints.from_body(layout, vertices, joints))
+    flipped_kp3d = np.asarray(keypoints.from_body(layout, flipped_vertices, flipped_joints))
+    weight = np.tile(np.arange(19.0), (4, 1))
+    example = flip.flip_example({"keypoints3d": kp3d, "keypoints3d_weight": weight}, bm)
+    np.testing.assert_allclose(example["keypoints3d"], flipped_kp3d, atol=1e-4)
+    np.testing.assert_array_equal(example["keypoints3d_weight"], weight[:, list(keypoints.COCOPLUS19_FLIP_PERM)])
 
 
 def test_flip_pose_keeps_shape_and_dtype():

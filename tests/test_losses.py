@@ -33,6 +33,9 @@ def _cached_batch(seed):
         betas_target=rng.normal(size=(B, 10)).astype(np.float32),
         j_pred=rng.normal(size=(B, J, 3)).astype(np.float32),
         j_target=rng.normal(size=(B, J, 3)).astype(np.float32),
+        kp3d_pred=rng.normal(size=(B, K, 3)).astype(np.float32),
+        kp3d_target=rng.normal(size=(B, K, 3)).astype(np.float32),
+        kp3d_weight=np.where(np.isin(np.arange(K), [2, 3]), 1.0, rng.random((B, K)) < 0.8).astype(np.float32),
         dp_pred=rng.normal(size=(B, N, 2)).astype(np.float32),
         dp_target=rng.normal(size=(B, N, 2)).astype(np.float32),
         dp_weight=(rng.random((B, N)) < 0.7).astype(np.float32),
@@ -54,6 +57,8 @@ _LOSSES = {
     "smpl_betas": (lambda p, t, b, m: losses.smpl_loss(b["rot_pred"], b["rot_target"], p, t, m),
                    "betas_pred", "betas_target"),
     "joints3d": (lambda p, t, b, m: losses.joints3d_loss(p, t, m), "j_pred", "j_target"),
+    "keypoints3d": (lambda p, t, b, m: losses.keypoints3d_loss(p, t, b["kp3d_weight"], m),
+                    "kp3d_pred", "kp3d_target"),
     "dense": (lambda p, t, b, m: losses.dense_loss(p, t, b["dp_weight"], m), "dp_pred", "dp_target"),
 }
 LOSSES = {name: (jax.jit(fn), p, t) for name, (fn, p, t) in _LOSSES.items()}
@@ -80,6 +85,13 @@ def _ref_joints3d(p, t, mask):
     return np.mean((p - t) ** 2 * mask[:, None, None]) * len(mask) / mask.sum()
 
 
+def _ref_keypoints3d(p, t, w, mask):
+    p = p - 0.5 * (p[:, 2:3] + p[:, 3:4])
+    t = t - 0.5 * (t[:, 2:3] + t[:, 3:4])
+    mask = mask * (w[:, 2] > 0) * (w[:, 3] > 0)
+    return np.mean((p - t) ** 2 * (w * mask[:, None])[..., None]) * len(mask) / mask.sum()
+
+
 def _ref_dense(p, t, w, mask):
     return np.mean(np.abs(p - t) * w[..., None] * mask[:, None, None]) * len(mask) / mask.sum()
 
@@ -100,6 +112,9 @@ def test_official_reductions():
     np.testing.assert_allclose(
         jit(losses.joints3d_loss)(b["j_pred"], b["j_target"], m),
         _ref_joints3d(b["j_pred"], b["j_target"], m), rtol=1e-5)
+    np.testing.assert_allclose(
+        jit(losses.keypoints3d_loss)(b["kp3d_pred"], b["kp3d_target"], b["kp3d_weight"], m),
+        _ref_keypoints3d(b["kp3d_pred"], b["kp3d_target"], b["kp3d_weight"], m), rtol=1e-5)
     np.testing.assert_allclose(
         jit(losses.dense_loss)(b["dp_pred"], b["dp_target"], b["dp_weight"], m),
         _ref_dense(b["dp_pred"], b["dp_target"], b["dp_weight"], m), rtol=1e-5)
@@ -122,6 +137,16 @@ def test_hand_computed_cases():
     joints3d = jax.jit(losses.joints3d_loss, static_argnames="root")
     assert float(joints3d(pj, tj, np.ones(1))) == pytest.approx(4 / 6)
     assert float(joints3d(pj, tj, np.ones(1), root=None)) == pytest.approx((3 + 11) / 6)
+    # keypoints3d: K=4, hips 2 and 3; the target is the prediction shifted by 5 (no loss
+    # after pelvis alignment) plus keypoint 0 off by (0, 3, 0) -> 9 / (1*4*3); unlabelled
+    # keypoint 1 (off by 100) does not count; an example with an unlabelled hip does not count.
+    pk = np.arange(12.0).reshape(1, 4, 3)
+    tk = pk + 5.0
+    tk[0, 0, 1] += 3.0
+    tk[0, 1] += 100.0
+    keypoints3d = jax.jit(losses.keypoints3d_loss)
+    assert float(keypoints3d(pk, tk, np.array([[1.0, 0.0, 1.0, 1.0]]), np.ones(1))) == pytest.approx(9 / 12)
+    assert float(keypoints3d(pk, tk, np.array([[1.0, 0.0, 0.0, 1.0]]), np.ones(1))) == 0.0
     # smpl: one beta off by 3 -> 9 / 217; the global rotation (flipped here) does not count.
     eye = np.broadcast_to(np.eye(3), (1, 24, 3, 3)).copy()
     flipped = eye.copy()
@@ -174,11 +199,11 @@ def test_masked_example_is_ignored_even_if_nan(name, bad):
     assert np.all(grad[masked] == 0)
 
 
-@pytest.mark.parametrize("name", ["keypoint", "dense"])
+@pytest.mark.parametrize("name", ["keypoint", "keypoints3d", "dense"])
 def test_zero_weight_point_is_ignored_even_if_nan(name):
     fn, pred_key, target_key = LOSSES[name]
     b = _batch()
-    weight_key = "kp_weight" if name == "keypoint" else "dp_weight"
+    weight_key = {"keypoint": "kp_weight", "keypoints3d": "kp3d_weight", "dense": "dp_weight"}[name]
     i, j = np.argwhere((b[weight_key] == 0) & (b["mask"][:, None] > 0))[0]
     pred = b[pred_key].copy()
     pred[i, j] = np.nan

@@ -176,3 +176,29 @@ def test_spec_validation():
         pipeline.ExampleSpec(inputs=("depth",))
     with pytest.raises(ValueError, match="dense_source"):
         pipeline.ExampleSpec(dense_source="magic")
+
+
+def test_3d_keypoints_and_gender_reach_the_example(source):
+    record = schema.upgrade_record({k: (v.item() if isinstance(v, np.ndarray) and v.dtype == object else v)
+                                    for k, v in source[0].items()})
+    kp3d = np.arange(57, dtype=np.float32).reshape(19, 3) / 57
+    visibility = np.full(19, 2, np.uint8)
+    visibility[14:] = 0  # face keypoints unlabelled (as Human3.6M)
+    record.update(keypoints3d=kp3d, keypoints3d_visibility=visibility, has_keypoints3d=np.bool_(True),
+                  gender="female")
+    example = pipeline.ProcessRecord(_spec(inputs=("image",)), train=False).random_map(
+        (3, record), np.random.default_rng(0))
+    assert example["valid"] == 1 and example["has_keypoints3d"] == 1 and example["gender"] == 2
+    np.testing.assert_array_equal(example["keypoints3d"], kp3d)
+    np.testing.assert_array_equal(example["keypoints3d_weight"], (visibility > 0).astype(np.float32))
+    # Like SMPL labels, 3D keypoints are kept on only smpl_fraction of the records (by id).
+    rid = record["record_id"].decode() if isinstance(record["record_id"], bytes) else record["record_id"]
+    fraction = 0.0 if pipeline.in_smpl_subset(rid, 0.5) else 1.0
+    kept = pipeline.ProcessRecord(_spec(inputs=("image",), smpl_fraction=fraction), train=True).random_map(
+        (3, record), np.random.default_rng(0))
+    assert kept["has_keypoints3d"] == pipeline.in_smpl_subset(rid, fraction)
+    # Records of datasets built before these fields existed still read.
+    old = {k: v for k, v in record.items() if k not in schema.ADDED_FIELDS}
+    example = pipeline.ProcessRecord(_spec(inputs=("image",)), train=False).random_map(
+        (3, old), np.random.default_rng(0))
+    assert example["valid"] == 1 and example["has_keypoints3d"] == 0 and example["gender"] == 0

@@ -35,7 +35,8 @@ def _full_record(**overrides):
         dp_x=[0.0, 255.0], dp_y=[10.0, 20.0], dp_I=[1, 24], dp_U=[0.0, 1.0], dp_V=[0.5, 0.25],
         iuv=schema.encode_iuv(iuv), segmentation=schema.encode_segmentation(seg),
         smpl_pose=np.zeros(72), smpl_betas=np.zeros(10), camera=(0.9, 0.0, 0.0),
-        vertices=np.zeros((NUM_DEFAULT_VERTICES, 3)), joints=np.zeros((24, 3)))
+        vertices=np.zeros((NUM_DEFAULT_VERTICES, 3)), joints=np.zeros((24, 3)),
+        keypoints3d=np.ones((19, 3)), keypoints3d_visibility=np.full(19, 2), gender="female")
     values.update(overrides)
     return schema.make_record(**values)
 
@@ -74,6 +75,9 @@ def test_flags_follow_the_fields_given():
     (dict(body_model="anny"), "'body_model' must be one of"),
     (dict(vertices=np.zeros((6890, 3))), f"6890 vertices; body 'default' has {NUM_DEFAULT_VERTICES}"),
     (dict(keypoints_visibility=np.full(19, 3)), "must be 0, 1 or 2"),
+    (dict(keypoints3d_visibility=np.full(19, 7)), "'keypoints3d_visibility' must be 0, 1 or 2"),
+    (dict(keypoints3d=np.zeros((17, 3))), "'keypoints3d' must have shape"),
+    (dict(gender="f"), "'gender' must be one of"),
     (dict(bbox=(0, 0, 0, 3)), "'bbox' must have positive"),
     (dict(camera=(np.nan, 0, 0)), "'camera' has NaN"),
     (dict(segmentation=b"", has_segmentation=True), "'segmentation' is empty"),
@@ -81,6 +85,19 @@ def test_flags_follow_the_fields_given():
 def test_validation_names_the_field(overrides, message):
     with pytest.raises(ValueError, match=message):
         _full_record(**overrides)
+
+
+def test_records_built_before_the_added_fields_are_upgraded():
+    # A dataset built before keypoints3d/gender existed reads back without them.
+    record = _full_record()
+    old = {k: v for k, v in record.items() if k not in schema.ADDED_FIELDS}
+    with pytest.raises(ValueError, match="missing"):
+        schema.validate_record(old)
+    upgraded = schema.upgrade_record(old)
+    schema.validate_record(upgraded)
+    assert not upgraded["has_keypoints3d"] and upgraded["gender"] == ""
+    assert upgraded["keypoints3d"].shape == (19, 3)
+    assert schema.upgrade_record(record)["gender"] == "female"  # present fields are kept
 
 
 def test_unknown_or_missing_fields_are_rejected():

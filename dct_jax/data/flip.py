@@ -53,7 +53,7 @@ SMPL_JOINT_FLIP_PERM: tuple[int, ...] = keypoints.flip_permutation(smpl.SMPL_JOI
 DENSEPOSE_PART_FLIP: tuple[int, ...] = (0, 1, 2, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15,
                                         18, 17, 20, 19, 22, 21, 24, 23)
 # Per-keypoint example fields permuted like the keypoints by flip_example.
-KEYPOINT_FIELDS = ("keypoints_visibility", "keypoints_weight")
+KEYPOINT_FIELDS = ("keypoints_visibility", "keypoints_weight", "keypoints3d_weight")
 # Largest median distance (metres) between a vertex and its mirror partner.
 DEFAULT_SYMMETRY_TOLERANCE = 0.01
 
@@ -473,6 +473,7 @@ def flip_example(example: Mapping[str, Any], bm: BodyMirror) -> dict[str, Any]:
         (:data:`KEYPOINT_FIELDS`): permuted alike.
       * ``smpl_pose (72,)``: :func:`flip_pose`; ``smpl_betas``: unchanged.
       * ``camera (3,)``: :func:`flip_camera`; ``joints (24, 3)``: :func:`flip_joints3d`;
+        ``keypoints3d (19, 3)``: x negated, left/right keypoints swapped (``keypoints3d_weight`` alike);
         ``vertices (V, 3)``: :func:`flip_vertices` (an empty ``(0, 3)`` stays).
       * ``dense_xy (N, 2)`` normalized crop coordinates: x negated, order kept;
         ``dense_vertex_ids (N, 3)``: :func:`flip_surface_points`, except rows of
@@ -508,6 +509,8 @@ def flip_example(example: Mapping[str, Any], bm: BodyMirror) -> dict[str, Any]:
         "smpl_pose": flip_pose,
         "camera": flip_camera,
         "joints": flip_joints3d,
+        "keypoints3d": lambda x: np.swapaxes(permute_keypoint_field(np.swapaxes(_host(x, "keypoints3d"), -1, -2)),
+                                             -1, -2) * _MIRROR_XYZ.astype(np.asarray(x).dtype),
         "vertices": lambda x: x if np.shape(x)[-2:-1] == (0,) else flip_vertices(x, mirror),
         "dense_xy": flip_points2d,
         "dense_vertex_ids": flip_dense_ids,

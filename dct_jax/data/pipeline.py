@@ -13,6 +13,9 @@ batched by grain. One example (all numpy, fixed shapes; ``S`` the image size,
   ``keypoints_weight``    ``(19,)`` float32: 1 where labelled (visibility > 0)
   ``smpl_pose``           ``(72,)``, ``smpl_betas`` ``(10,)`` float32, ``has_smpl`` float32
   ``joints``              ``(24, 3)`` float32 posed joints (camera frame), ``has_joints``
+  ``keypoints3d``         ``(19, 3)`` float32 cocoplus19 3D keypoints (camera frame, metres),
+                          ``keypoints3d_weight`` ``(19,)`` (1 where labelled), ``has_keypoints3d``
+  ``gender``              int32 :data:`GENDER_CODES` of the record's ``gender`` (0 unknown/neutral)
   ``camera``              ``(3,)`` float32 weak-perspective camera of *this* crop, ``has_camera``
   ``dense_xy``            ``(N, 2)`` float32 normalized crop coordinates of the dense keypoints
   ``dense_vertex_ids``    ``(N, 3)`` int32, ``dense_barycentric`` ``(N, 3)`` float32: their
@@ -58,6 +61,7 @@ from dct_jax.data import schema
 INPUT_KINDS = ("image", "iuv", "segmentation")
 DENSE_SOURCES = ("auto", "annotation", "iuv", "none")
 _STR_KEYS = ("image_id", "error")
+GENDER_CODES = {"": 0, "neutral": 0, "male": 1, "female": 2}
 # What bad data raises (a corrupt or inconsistent record); anything else is a bug and propagates.
 DATA_ERRORS = (ValueError, KeyError, IndexError, OSError, EOFError, cv2.error)
 
@@ -76,8 +80,8 @@ class ExampleSpec:
         (annotation if present, else IUV), ``"none"``.
       refine_iuv: refine the IUV map (paper Sec. 3.2) before using it as input
         and before sampling dense keypoints from it.
-      smpl_fraction: keep ``has_smpl`` on this fraction of records, chosen by
-        record id (stable across runs; Table 3's "20% 3D" is 0.2).
+      smpl_fraction: keep the 3D labels (``has_smpl``, ``has_joints``,
+        ``has_keypoints3d``) on this fraction of records, chosen by record id (stable across runs; Table 3's "20% 3D" is 0.2).
       scale_jitter, translate_jitter, flip_prob: training augmentation.
       smpl_path: the SMPL model file for records with ``body_model == "smpl"``
         (needed to flip them: the vertex mirror comes from the template).
@@ -220,6 +224,10 @@ def empty_example(spec: ExampleSpec) -> dict[str, Any]:
         "has_smpl": np.float32(0),
         "joints": np.zeros((schema.NUM_JOINTS, 3), np.float32),
         "has_joints": np.float32(0),
+        "keypoints3d": np.zeros((schema.NUM_KEYPOINTS, 3), np.float32),
+        "keypoints3d_weight": np.zeros((schema.NUM_KEYPOINTS,), np.float32),
+        "has_keypoints3d": np.float32(0),
+        "gender": np.int32(0),
         "camera": np.zeros((3,), np.float32),
         "has_camera": np.float32(0),
         "dense_xy": np.zeros((n, 2), np.float32),
@@ -285,6 +293,7 @@ class ProcessRecord(grain.transforms.RandomMap):
         spec = self.spec
         record = {k: (v.item() if isinstance(v, np.ndarray) and v.dtype == object and v.ndim == 0 else v)
                   for k, v in record.items()}
+        record = schema.upgrade_record(record)
         schema.validate_record(record)
         text = lambda name: record[name].decode() if isinstance(record[name], bytes) else str(record[name])  # noqa: E731
         record_id, body_model = text("record_id"), text("body_model")
@@ -327,11 +336,17 @@ class ProcessRecord(grain.transforms.RandomMap):
             seg = schema.decode_segmentation(record["segmentation"])
             example["segmentation"] = crop_image(seg, box, size, nearest=True)
 
-        if record["has_smpl"] and in_smpl_subset(record_id, spec.smpl_fraction):
+        keep_3d = in_smpl_subset(record_id, spec.smpl_fraction)
+        if record["has_smpl"] and keep_3d:
             example.update(smpl_pose=np.asarray(record["smpl_pose"], np.float32),
                            smpl_betas=np.asarray(record["smpl_betas"], np.float32), has_smpl=np.float32(1))
-        if record["has_mesh"]:
+        if record["has_mesh"] and keep_3d:
             example.update(joints=np.asarray(record["joints"], np.float32), has_joints=np.float32(1))
+        if record["has_keypoints3d"] and keep_3d:
+            example.update(keypoints3d=np.asarray(record["keypoints3d"], np.float32),
+                           keypoints3d_weight=(np.asarray(record["keypoints3d_visibility"]) > 0).astype(np.float32),
+                           has_keypoints3d=np.float32(1))
+        example["gender"] = np.int32(GENDER_CODES[text("gender")])
         if record["has_camera"]:
             example.update(camera=crop_camera(record["camera"], record["crop_box"], box),
                            has_camera=np.float32(1))

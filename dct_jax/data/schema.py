@@ -53,10 +53,19 @@ COCOPLUS19_NAMES``) with COCO visibility levels (:data:`VISIBILITY_*`):
 0 = not labelled (or outside the image), 1 = labelled but occluded,
 2 = labelled and visible. Training usually weights by ``visibility > 0``.
 
+3D keypoints: ``keypoints3d`` are the same 19 cocoplus19 keypoints in metres in the
+camera frame (a dataset's own 3D joints, e.g. Human3.6M's motion capture, where
+the record has no SMPL fit); losses and metrics align them at the pelvis (the
+mid-point of the hips), so their absolute position does not matter.
+``keypoints3d_visibility`` is 0 where a keypoint is not labelled, 2 where it is.
+
+``gender`` (``"male"``, ``"female"``, ``"neutral"`` or ``""`` unknown) says which
+SMPL model the ground truth parameters were fitted with (3DPW).
+
 Record ids: ``record_id`` is unique and stable within a dataset (record order in
 an array_record file is *not* key order); ``image_id`` names the source image
 (records of the people in one image share it; evaluation keeps one result
-per image).
+per record).
 """
 
 from __future__ import annotations
@@ -137,7 +146,12 @@ FIELDS: tuple[Field, ...] = (
     Field("vertices", np.float32, (None, 3),
           "posed mesh (V, 3), metres, camera frame, no translation; (0, 3) when absent"),
     Field("joints", np.float32, (NUM_JOINTS, 3), "posed SMPL-order joints, same frame as vertices"),
+    Field("keypoints3d", np.float32, (NUM_KEYPOINTS, 3),
+          "cocoplus19 keypoints in 3D (x, y, z), metres, camera frame (e.g. motion capture)"),
+    Field("keypoints3d_visibility", np.uint8, (NUM_KEYPOINTS,), "0 unlabelled, 2 labelled"),
+    Field("gender", TEXT, (), "body model gender of smpl_*: 'male', 'female', 'neutral' or '' unknown"),
     Field("has_keypoints", np.bool_, (), "keypoints, keypoints_visibility are annotated"),
+    Field("has_keypoints3d", np.bool_, (), "keypoints3d, keypoints3d_visibility are annotated"),
     Field("has_dense", np.bool_, (), "dp_* hold dense keypoints"),
     Field("has_iuv", np.bool_, (), "iuv holds an IUV map"),
     Field("has_segmentation", np.bool_, (), "segmentation holds a part map"),
@@ -150,6 +164,7 @@ FIELDS_BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 # Flag -> the fields it vouches for.
 FLAG_GROUPS: dict[str, tuple[str, ...]] = {
     "has_keypoints": ("keypoints", "keypoints_visibility"),
+    "has_keypoints3d": ("keypoints3d", "keypoints3d_visibility"),
     "has_dense": ("dp_x", "dp_y", "dp_I", "dp_U", "dp_V"),
     "has_iuv": ("iuv",),
     "has_segmentation": ("segmentation",),
@@ -158,6 +173,10 @@ FLAG_GROUPS: dict[str, tuple[str, ...]] = {
     "has_mesh": ("vertices", "joints"),
 }
 DENSE_FIELDS = FLAG_GROUPS["has_dense"]
+GENDERS = ("", "neutral", "male", "female")
+# Fields added after datasets were first built: records written before them read as
+# absent; upgrade_record() fills them with their defaults.
+ADDED_FIELDS = ("keypoints3d", "keypoints3d_visibility", "gender", "has_keypoints3d")
 _BODY_FLAGS = ("has_dense", "has_iuv", "has_smpl", "has_mesh")  # need body_model
 
 
@@ -279,8 +298,11 @@ def validate_record(record: Mapping[str, Any]) -> None:
         raise fail("bbox", "must have positive width and height")
     if np.asarray(record["crop_box"])[2] <= 0:
         raise fail("crop_box", "must have a positive side")
-    if np.any(np.asarray(record["keypoints_visibility"]) > VISIBILITY_VISIBLE):
-        raise fail("keypoints_visibility", "must be 0, 1 or 2")
+    for name in ("keypoints_visibility", "keypoints3d_visibility"):
+        if np.any(np.asarray(record[name]) > VISIBILITY_VISIBLE):
+            raise fail(name, "must be 0, 1 or 2")
+    if text("gender") not in GENDERS:
+        raise fail("gender", f"must be one of {GENDERS}, got {text('gender')!r}")
 
     lengths = {name: np.asarray(record[name]).shape[0] for name in DENSE_FIELDS}
     if len(set(lengths.values())) != 1:
@@ -302,6 +324,19 @@ def validate_record(record: Mapping[str, Any]) -> None:
         expected = keypoints_lib.NUM_VERTICES[body]
         if num_vertices != expected:
             raise fail("vertices", f"has {num_vertices} vertices; body {body!r} has {expected}")
+
+
+def upgrade_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A record read from a dataset built before :data:`ADDED_FIELDS` existed, completed.
+
+    The added fields get their defaults (and their flags False); other fields
+    are left as they are (:func:`validate_record` still checks them).
+    """
+    record = dict(record)
+    for name in ADDED_FIELDS:
+        if name not in record:
+            record[name] = FIELDS_BY_NAME[name].default()
+    return record
 
 
 def square_around(bbox: Any) -> np.ndarray:
