@@ -50,6 +50,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset = "synthetic"
     config.data_dir = "~/tensorflow_datasets"
     config.train_split = "train"
+    # Train on several datasets at once: "NAME[:SPLIT][=WEIGHT],..." (e.g. configs/mixed.py);
+    # "" trains on config.dataset's train_split. Evaluation always uses config.dataset.
+    config.train_mixture = ""
     config.eval_split = "test"
     # Build a generated dataset (synthetic) into data_dir when it is missing.
     config.build_dataset_if_missing = False
@@ -101,6 +104,18 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.init_aux_from = ml_collections.FieldReference(None, field_type=str)
     # HMR's neutral_smpl_mean_params.h5 (or .npz); None: zero pose and betas.
     config.model.mean_params_path = ml_collections.FieldReference(None, field_type=str)
+
+    # Evaluation protocol (dct_jax/protocols.py, docs/evaluation.md): "auto" picks the
+    # dataset's (official for UP-3D/synthetic, pw3d, h36m, dense for COCO-DensePose).
+    config.eval = ml_collections.ConfigDict()
+    config.eval.protocol = "auto"
+    # SPIN's J_regressor_h36m.npy (17, 6890): 3DPW / Human3.6M joints as SPIN; None: SMPL's
+    # 24 joints (3DPW) or the body's cocoplus19 keypoints (Human3.6M).
+    config.eval.j_regressor_h36m_path = ml_collections.FieldReference(None, field_type=str)
+    # SMPL male and female models: 3DPW's ground truth through the actor's gendered
+    # model (SPIN's convention); None: through the run's neutral model (VIBE's).
+    config.eval.smpl_male_path = ml_collections.FieldReference(None, field_type=str)
+    config.eval.smpl_female_path = ml_collections.FieldReference(None, field_type=str)
 
     config.loss = ml_collections.ConfigDict()
     config.loss.keypoint = 10.0

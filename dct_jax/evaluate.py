@@ -1,18 +1,18 @@
-"""Evaluation: DCT's SMPL protocol, per-image deduplication, the evaluation loop and report.
+"""Evaluation: the evaluation loop, per-record deduplication and the report.
 
 ``evaluate_checkpoint(config, workdir)`` (``run_eval.py``) restores the latest
 checkpoint, runs :func:`evaluate_split` and writes ``workdir/eval_<split>.json``:
 ``{"checkpoint_step", "num_examples", "split", "dataset", "metrics": {"pve_mm",
 "mpjpe_mm", "pa_mpjpe_mm", "pvet_mm", "dkd"}, "baseline_mean_params": {same
-keys}, "counts"}`` (metrics without ground truth in the split are left out).
+keys}, "counts", "protocol"}`` (metrics without ground truth in the split are left out).
 
-The protocol follows the official code (``src/models/dct_model.py``,
-``src/util/evaluator.py``): prediction and ground truth go through the same
-body model with the global rotation (``pose[:3]``) of *both* set to zero and no
-other alignment (no translation, no pelvis alignment). PVE is over all
-vertices, MPJPE over the 24 SMPL joints; PA-MPJPE (what later work reports)
-adds a similarity Procrustes on those joints; PVE-T compares the shapes alone,
-both bodies in one fixed pose (:data:`PVET_GLOBAL_ROTATION`). All in mm.
+The metrics follow the dataset's protocol (``dct_jax.protocols``,
+``docs/evaluation.md``): DCT's official one for UP-3D and the synthetic data
+(prediction and ground truth through the same body model with the global
+rotation of *both* zeroed and no other alignment; PVE over all vertices,
+MPJPE over the 24 SMPL joints, PA-MPJPE with a similarity Procrustes on those
+joints, PVE-T with both shapes in one fixed pose), SPIN's for 3DPW and
+Human3.6M, DKD for COCO-DensePose. All in mm (DKD in pixels of a 224 crop).
 """
 
 from __future__ import annotations
@@ -26,66 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dct_jax import densepose, metrics, smpl
-
-# The official PVE-T pose (``tpose[:, 0] = 3.39``): every joint at rest except
-# the global rotation, 3.39 rad about x (near pi: upright in image coordinates,
-# y down). SMPL rotates about the shape-dependent root joint, so this gives
-# slightly different numbers from the all-zero pose.
-PVET_GLOBAL_ROTATION = (3.39, 0.0, 0.0)
+from dct_jax import keypoints, protocols, smpl
 
 METRIC_KEYS = ("pve_mm", "mpjpe_mm", "pa_mpjpe_mm", "pvet_mm")
-
-
-def smpl_metrics(
-    model: smpl.SMPLModel,
-    pred_pose: jnp.ndarray,
-    pred_betas: jnp.ndarray,
-    gt_pose: jnp.ndarray,
-    gt_betas: jnp.ndarray,
-    *,
-    pvet_global_rotation: Sequence[float] = PVET_GLOBAL_ROTATION,
-) -> dict[str, jax.Array]:
-    """DCT's per-example SMPL metrics (jit-able; one body-model call for all bodies).
-
-    Args:
-      model: the body model for prediction and ground truth alike.
-      pred_pose: ``(B, 72)`` predicted axis-angle pose.
-      pred_betas: ``(B, NB)`` predicted shape.
-      gt_pose: ``(B, 72)`` ground-truth pose.
-      gt_betas: ``(B, NB)`` ground-truth shape.
-      pvet_global_rotation: axis-angle global rotation of the PVE-T pose
-        (``(0, 0, 0)`` for the plain zero pose).
-
-    Returns:
-      ``{"pve_mm", "mpjpe_mm", "pa_mpjpe_mm", "pvet_mm"}``, each ``(B,)``.
-    """
-    pose_dim = 3 * model.num_joints
-    pred_pose, gt_pose = jnp.asarray(pred_pose), jnp.asarray(gt_pose)
-    pred_betas, gt_betas = jnp.asarray(pred_betas), jnp.asarray(gt_betas)
-    if pred_pose.ndim != 2 or pred_pose.shape[1] != pose_dim or gt_pose.shape != pred_pose.shape:
-        raise ValueError(f"pred_pose and gt_pose must both be (B, {pose_dim}), got "
-                         f"{pred_pose.shape}, {gt_pose.shape}")
-    batch = pred_pose.shape[0]
-    if pred_betas.ndim != 2 or pred_betas.shape[0] != batch or gt_betas.shape != pred_betas.shape:
-        raise ValueError(f"pred_betas and gt_betas must both be ({batch}, NB), got "
-                         f"{pred_betas.shape}, {gt_betas.shape}")
-    if len(pvet_global_rotation) != 3:
-        raise ValueError(f"pvet_global_rotation must have 3 entries, got {pvet_global_rotation!r}")
-    dtype = model.v_template.dtype
-    posed = jnp.concatenate([pred_pose, gt_pose]).astype(dtype).at[:, :3].set(0.0)
-    rest = jnp.zeros_like(posed).at[:, :3].set(jnp.asarray(pvet_global_rotation, dtype))
-    betas = jnp.concatenate([pred_betas, gt_betas]).astype(dtype)
-    # Rows: posed pred, posed gt, rest pred, rest gt.
-    out = smpl.forward(model, jnp.concatenate([posed, rest]), jnp.concatenate([betas, betas]))
-    verts = out.vertices.reshape(4, batch, *out.vertices.shape[1:])
-    joints = out.joints.reshape(4, batch, *out.joints.shape[1:])
-    return {
-        "pve_mm": metrics.pve(verts[0], verts[1]),
-        "mpjpe_mm": metrics.mpjpe(joints[0], joints[1]),
-        "pa_mpjpe_mm": metrics.pa_mpjpe(joints[0], joints[1]),
-        "pvet_mm": metrics.pve(verts[2], verts[3]),
-    }
+PVET_GLOBAL_ROTATION = protocols.PVET_GLOBAL_ROTATION
+smpl_metrics = protocols.smpl_metrics  # the official protocol's per-example metrics
 
 
 def dedupe_records(record_ids: Sequence[Any], values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -130,42 +75,34 @@ def mean_metrics(values: Mapping[str, np.ndarray]) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------- the evaluation loop
 
-# Dense keypoint distance is reported in pixels of a 224 x 224 crop (the paper's input
-# size): the L1 distance (|dx| + |dy|, Eq. 4) in normalized crop coordinates times 112.
-DKD_PIXELS_PER_UNIT = 112.0
+DKD_PIXELS_PER_UNIT = protocols.DKD_PIXELS_PER_UNIT
 REPORT_KEYS = ("pve_mm", "mpjpe_mm", "pa_mpjpe_mm", "pvet_mm", "dkd")
 
 
-def example_metrics(model: smpl.SMPLModel, pose: jax.Array, betas: jax.Array, camera: jax.Array,
-                    batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    """All per-example metrics of predictions ``pose (B, 24, 3)``, ``betas``, ``camera`` on a batch.
-
-    The SMPL metrics use the batch's ground-truth parameters (meaningful where
-    ``has_smpl``); ``dkd`` projects the batch's dense keypoints onto the
-    predicted mesh (with its global rotation) through the predicted camera
-    (meaningful where ``has_dense``).
-    """
-    batch_size = pose.shape[0]
-    values = smpl_metrics(model, pose.reshape(batch_size, -1), betas, batch["smpl_pose"], batch["smpl_betas"])
-    vertices = smpl.forward(model, pose, betas).vertices
-    points = densepose.SurfacePoints(batch["dense_vertex_ids"], batch["dense_barycentric"],
-                                     batch["dense_weight"] > 0)
-    pred_xy = densepose.project_surface_points(vertices, points, camera)
-    values["dkd"] = DKD_PIXELS_PER_UNIT * metrics.dense_keypoint_distance(
-        pred_xy, batch["dense_xy"], batch["dense_weight"])
-    return values
+@functools.partial(jax.jit, static_argnames=("protocol", "layout"))
+def _example_metrics_jit(bodies, pose, betas, camera, batch, *, protocol, layout):
+    # The body models are arguments: compiled once per protocol and batch shape.
+    return protocols.example_metrics(protocol, layout, bodies, pose, betas, camera, batch)
 
 
-_example_metrics_jit = jax.jit(example_metrics)  # the body model is an argument: compiled once
+def eval_bodies(config, body: smpl.SMPLModel) -> protocols.EvalBodies:
+    """The protocol's body models: the run's ``body`` plus ``config.eval``'s optional files."""
+    options = config.get("eval") or {}
+    return protocols.load_eval_bodies(body, smpl_male_path=options.get("smpl_male_path"),
+                                      smpl_female_path=options.get("smpl_female_path"),
+                                      j_regressor_h36m_path=options.get("j_regressor_h36m_path"))
 
 
 def evaluate_split(config, variables: Mapping[str, Any], *, model, body: smpl.SMPLModel,
-                   split: str, step: int, predict_fn=None, mesh=None) -> dict[str, Any]:
-    """Evaluates ``variables`` on ``split`` of ``config.dataset`` (official protocol).
+                   split: str, step: int, predict_fn=None, mesh=None,
+                   bodies: protocols.EvalBodies | None = None) -> dict[str, Any]:
+    """Evaluates ``variables`` on ``split`` of ``config.dataset`` with the dataset's protocol.
 
-    Every record is evaluated once without augmentation (one result per
-    record, however the batches are padded); 3D metrics average over records with SMPL ground
-    truth, DKD over records with dense keypoints. The mean-parameter baseline
+    The protocol is ``config.eval.protocol`` (``"auto"``: by dataset, see
+    ``dct_jax.protocols``); ``bodies`` defaults to :func:`eval_bodies`. Every
+    record is evaluated once without augmentation (one result per record,
+    however the batches are padded); each metric averages over the records
+    whose ground truth defines it (SMPL, 3D keypoints or dense keypoints). The mean-parameter baseline
     (the network's mean output, i.e. what an untrained model predicts) is
     evaluated on the same records.
 
@@ -186,7 +123,10 @@ def evaluate_split(config, variables: Mapping[str, Any], *, model, body: smpl.SM
     source = pipeline.load_source(config.dataset, data_dir=config.data_dir, split=split)
     ds = pipeline.eval_dataset(source, train.example_spec(config, train=False), batch_size=local_batch,
                                shard_index=jax.process_index(), shard_count=jax.process_count())
-    metric_fn = functools.partial(_example_metrics_jit, body)
+    protocol = protocols.protocol_for(config.dataset, (config.get("eval") or {}).get("protocol", "auto"))
+    bodies = eval_bodies(config, body) if bodies is None else bodies
+    layout = keypoints.get_layout("cocoplus19", body=keypoints.body_for_num_vertices(body.num_vertices))
+    metric_fn = functools.partial(_example_metrics_jit, bodies, protocol=protocol, layout=layout)
     mean = np.asarray(model.mean_params if model.mean_params is not None
                       else regressor_lib.default_mean_params(), np.float32)
     mean_pose = np.broadcast_to(mean[regressor_lib.POSE].reshape(24, 3), (local_batch, 24, 3))
@@ -203,11 +143,12 @@ def evaluate_split(config, variables: Mapping[str, Any], *, model, body: smpl.SM
         skipped += pipeline.log_skipped(host)
         batch = train.to_global(device_batch, mesh)
         output = predict_fn(variables, batch)
-        ours = metric_fn(output.pose, output.betas, output.camera, batch)
-        base = metric_fn(baseline["pose"], baseline["betas"], baseline["camera"], batch)
+        ours, rows = metric_fn(output.pose, output.betas, output.camera, batch)
+        base, _ = metric_fn(baseline["pose"], baseline["betas"], baseline["camera"], batch)
         row = {f"model/{k}": v for k, v in ours.items()}
         row.update({f"baseline/{k}": v for k, v in base.items()})
-        for key in ("valid", "has_smpl", "has_dense"):
+        row.update({f"rows/{k}": v for k, v in rows.items()})
+        for key in ("valid", "has_smpl", "has_dense", "has_keypoints3d"):
             row[key] = batch[key]
         row["record_index"] = np.asarray(host["record_index"], np.int64)
         row = {k: _allgather(v) for k, v in row.items()}
@@ -217,13 +158,18 @@ def evaluate_split(config, variables: Mapping[str, Any], *, model, body: smpl.SM
     keep = values["valid"] > 0
     values = {k: v[keep] for k, v in values.items()}
     values = dedupe_records(values["record_index"].tolist(), values)
-    has_smpl, has_dense = values["has_smpl"] > 0, values["has_dense"] > 0
     report = {"checkpoint_step": int(step), "num_examples": int(len(values["valid"])), "split": split,
               "dataset": config.dataset, "metrics": {}, "baseline_mean_params": {},
-              "counts": {"with_smpl": int(has_smpl.sum()), "with_dense": int(has_dense.sum()),
-                         "skipped_records": skipped}}
+              "counts": {"with_smpl": int((values["has_smpl"] > 0).sum()),
+                         "with_dense": int((values["has_dense"] > 0).sum()),
+                         "with_keypoints3d": int((values["has_keypoints3d"] > 0).sum()),
+                         "skipped_records": skipped},
+              "protocol": protocols.describe(protocol, bodies)}
     for key in REPORT_KEYS:
-        rows = has_dense if key == "dkd" else has_smpl
+        if f"rows/{key}" not in values:
+            continue
+        rows = values[f"rows/{key}"] > 0
+        report["counts"][f"{key}_examples"] = int(rows.sum())
         if rows.any():
             report["metrics"][key] = float(np.mean(values[f"model/{key}"][rows]))
             report["baseline_mean_params"][key] = float(np.mean(values[f"baseline/{key}"][rows]))
@@ -255,10 +201,15 @@ _LABELS = {"pve_mm": "PVE (mm)", "mpjpe_mm": "MPJPE (mm)", "pa_mpjpe_mm": "PA-MP
 
 def format_report(report: Mapping[str, Any]) -> str:
     """The report as a text table: metric, model, mean-parameter baseline, ratio."""
+    protocol = report.get("protocol") or {"name": "official", "joints": "smpl24", "ground_truth": "neutral",
+                                          "alignment": "global rotation zeroed"}
+    counts = report.get("counts", {})
     lines = [f"Evaluation of step {report['checkpoint_step']} on {report.get('dataset', '?')} "
              f"{report['split']}: {report['num_examples']} examples "
-             f"({report.get('counts', {}).get('with_smpl', '?')} with SMPL ground truth; "
-             "official protocol: global rotation zeroed)",
+             f"({counts.get('with_smpl', '?')} with SMPL ground truth, "
+             f"{counts.get('with_keypoints3d', 0)} with 3D keypoints, {counts.get('with_dense', '?')} with dense)",
+             f"protocol {protocol['name']}: joints {protocol['joints']}, ground truth {protocol['ground_truth']}, "
+             f"alignment: {protocol['alignment']}",
              f"{'metric':<15}{'model':>10}{'mean params':>13}{'ratio':>8}"]
     for key, value in report["metrics"].items():
         base = report["baseline_mean_params"].get(key, float("nan"))

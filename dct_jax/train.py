@@ -310,6 +310,24 @@ def load_body(config: ml_collections.ConfigDict) -> tuple[smpl.SMPLModel, keypoi
     return body, keypoints.get_layout("cocoplus19", body=name)
 
 
+def load_train_sources(config: ml_collections.ConfigDict) -> tuple[list[Any], list[float] | None]:
+    """The training data sources: ``config.dataset``'s ``train_split``, or ``config.train_mixture``'s.
+
+    ``config.train_mixture`` (``"NAME[:SPLIT][=WEIGHT],..."``, see
+    ``pipeline.parse_mixture``) trains on several datasets at once; evaluation
+    stays on ``config.dataset``.
+    """
+    mixture = config.get("train_mixture") or ""
+    if not mixture:
+        return [pipeline.load_source(config.dataset, data_dir=config.data_dir, split=config.train_split)], None
+    entries = pipeline.parse_mixture(mixture, config.train_split)
+    sources = [pipeline.load_source(name, data_dir=config.data_dir, split=split) for name, split, _ in entries]
+    logging.info("Training on a mixture: %s", ", ".join(
+        f"{name}:{split} ({len(source)} records, weight {weight:g})"
+        for (name, split, weight), source in zip(entries, sources)))
+    return sources, [weight for _, _, weight in entries]
+
+
 def prepare_dataset(config: ml_collections.ConfigDict) -> None:
     """Builds a generated dataset into ``config.data_dir`` if asked and missing."""
     if not config.get("build_dataset_if_missing") or os.path.isdir(config.dataset):
@@ -354,10 +372,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     local_batch = check_batch_size(config.batch_size)
     check_batch_size(config.eval_batch_size, name="eval_batch_size")
     prepare_dataset(config)
-    train_source = pipeline.load_source(config.dataset, data_dir=config.data_dir, split=config.train_split)
+    train_sources, mixture_weights = load_train_sources(config)
     pipeline.load_source(config.dataset, data_dir=config.data_dir, split=config.eval_split)  # fail early
     body, layout = load_body(config)
-    _check_body_matches(train_source, layout.body)
+    for source in train_sources:
+        _check_body_matches(source, layout.body)
 
     model = create_model(config.model)
     tx, schedule = create_optimizer(config)
@@ -369,9 +388,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                  "batch %d (%d per process)", config.model.inputs, model.encoder, num_params / 1e6,
                  jax.device_count(), jax.process_count(), config.batch_size, local_batch)
 
-    ds = pipeline.train_dataset(train_source, example_spec(config, train=True), batch_size=local_batch,
+    ds = pipeline.train_dataset(train_sources, example_spec(config, train=True), batch_size=local_batch,
                                 seed=config.seed, shard_index=jax.process_index(),
-                                shard_count=jax.process_count())
+                                shard_count=jax.process_count(), weights=mixture_weights)
     data_iter = pipeline.make_iterator(ds, workers=config.data.workers, prefetch_threads=config.data.threads)
 
     manager = ocp.CheckpointManager(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -202,3 +204,49 @@ def test_3d_keypoints_and_gender_reach_the_example(source):
     example = pipeline.ProcessRecord(_spec(inputs=("image",)), train=False).random_map(
         (3, old), np.random.default_rng(0))
     assert example["valid"] == 1 and example["has_keypoints3d"] == 0 and example["gender"] == 0
+
+
+def test_training_mixture_draws_from_every_source_by_weight(tiny_data_dir):
+    train = pipeline.load_source("synthetic", data_dir=tiny_data_dir, split="train")
+    test = pipeline.load_source("synthetic", data_dir=tiny_data_dir, split="test")
+    spec = _spec(inputs=("image",), num_dense=8)
+    ds = pipeline.train_dataset([train, test], spec, batch_size=8, seed=0, weights=[3.0, 1.0])
+    test_ids = {test[i]["image_id"].decode() if isinstance(test[i]["image_id"], bytes) else test[i]["image_id"]
+                for i in range(len(test))}
+    ids = [image_id for b in (ds[0], ds[1]) for image_id in b["image_id"]]
+    from_test = sum(image_id in test_ids for image_id in ids)
+    assert from_test == 4  # 1 in 4 of 16 examples
+    assert all(b["valid"].all() for b in (ds[0], ds[1]))
+    # One source behaves exactly as before the mixture existed.
+    single = pipeline.train_dataset(train, spec, batch_size=4, seed=0)[0]
+    listed = pipeline.train_dataset([train], spec, batch_size=4, seed=0)[0]
+    np.testing.assert_array_equal(single["image"], listed["image"])
+    with pytest.raises(ValueError, match="2 mixture weights for 1 sources"):
+        pipeline.train_dataset([train], spec, batch_size=4, seed=0, weights=[1.0, 2.0])
+
+
+def test_parse_mixture():
+    assert pipeline.parse_mixture("up3d:trainval=2, coco_densepose, h36m:train=0.5", "train") == [
+        ("up3d", "trainval", 2.0), ("coco_densepose", "train", 1.0), ("h36m", "train", 0.5)]
+    for bad, message in (("up3d=x", "not a number"), ("", "empty mixture"), ("a=0,b=0", "sum to 0"),
+                         ("=2", "NAME"), ("up3d=-1", "weight >= 0")):
+        with pytest.raises(ValueError, match=message):
+            pipeline.parse_mixture(bad, "train")
+
+
+def test_records_without_a_body_model_flip(source):
+    # Motion-capture records (Human3.6M without SMPL fits) have keypoints and 3D keypoints only.
+    record = schema.upgrade_record({k: (v.item() if isinstance(v, np.ndarray) and v.dtype == object else v)
+                                    for k, v in source[0].items()})
+    record.update(body_model="", has_smpl=np.bool_(False), has_dense=np.bool_(False), has_iuv=np.bool_(False),
+                  has_mesh=np.bool_(False), has_camera=np.bool_(False), has_segmentation=np.bool_(False),
+                  keypoints3d=np.random.default_rng(0).normal(size=(19, 3)).astype(np.float32),
+                  keypoints3d_visibility=np.full(19, 2, np.uint8), has_keypoints3d=np.bool_(True))
+    spec = _spec(inputs=("image",))
+    plain = pipeline.ProcessRecord(spec, train=True).random_map((0, record), np.random.default_rng(1))
+    flipped = pipeline.ProcessRecord(dataclasses.replace(spec, flip_prob=1.0), train=True).random_map(
+        (0, record), np.random.default_rng(1))
+    assert flipped["valid"] == 1, flipped["error"]
+    perm = list(keypoints.COCOPLUS19_FLIP_PERM)
+    np.testing.assert_allclose(flipped["keypoints3d"], plain["keypoints3d"][perm] * [-1, 1, 1])
+    np.testing.assert_array_equal(flipped["image"], plain["image"][:, ::-1])

@@ -363,9 +363,10 @@ class ProcessRecord(grain.transforms.RandomMap):
         if self.train and spec.flip_prob and rng.random() < spec.flip_prob:
             from dct_jax.data import flip  # noqa: PLC0415
 
-            if not body_model:
-                raise ValueError("cannot flip a record without body_model")
-            mirror = body_assets(body_model, spec.smpl_path).mirror
+            # A record without a body model (e.g. Human3.6M motion capture without SMPL fits)
+            # has no vertices, surface points or IUV: the default body's mirror flips the rest
+            # (keypoints by name, part labels by DensePose's left/right swap).
+            mirror = body_assets(body_model or "default", spec.smpl_path).mirror
             example = flip.flip_example(example, mirror)
         return example
 
@@ -419,16 +420,58 @@ def load_source(dataset: str, *, data_dir: str | None, split: str):
 
 
 def train_dataset(source: Any, spec: ExampleSpec, *, batch_size: int, seed: int,
-                  shard_index: int = 0, shard_count: int = 1) -> grain.MapDataset:
-    """Shuffled (every epoch anew), repeated, augmented batches of one process's shard."""
-    ds = grain.MapDataset.source(IndexedSource(source))
-    if shard_count > 1:
-        ds = ds[shard_index::shard_count]
-    if len(ds) == 0:
-        raise ValueError("the training split (shard) is empty")
-    ds = ds.shuffle(seed=seed).repeat(None)
-    ds = ds.random_map(ProcessRecord(spec, train=True), seed=seed)
+                  shard_index: int = 0, shard_count: int = 1,
+                  weights: Sequence[float] | None = None) -> grain.MapDataset:
+    """Shuffled (every epoch anew), repeated, augmented batches of one process's shard.
+
+    ``source`` is one data source or a sequence of them (a mixture, e.g. UP-3D +
+    COCO-DensePose + Human3.6M); each is sharded, shuffled and repeated on its
+    own and examples are drawn from them in proportion to ``weights`` (default
+    equal), so one batch mixes supervision kinds (the ``has_*`` flags per example).
+    """
+    sources = list(source) if isinstance(source, (list, tuple)) else [source]
+    if weights is not None and len(weights) != len(sources):
+        raise ValueError(f"{len(weights)} mixture weights for {len(sources)} sources")
+    if weights is not None and (min(weights) < 0 or sum(weights) <= 0):
+        raise ValueError(f"mixture weights must be non-negative with a positive sum, got {list(weights)}")
+    parts = []
+    for i, part in enumerate(sources):
+        ds = grain.MapDataset.source(IndexedSource(part))
+        if shard_count > 1:
+            ds = ds[shard_index::shard_count]
+        if len(ds) == 0:
+            raise ValueError(f"the training split (shard) of source {i} is empty")
+        ds = ds.shuffle(seed=seed + i).repeat(None)
+        parts.append(ds.random_map(ProcessRecord(spec, train=True), seed=seed + i))
+    ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, None if weights is None else list(weights))
     return ds.batch(batch_size, drop_remainder=True, batch_fn=stack_examples)
+
+
+def parse_mixture(text: str, default_split: str) -> list[tuple[str, str, float]]:
+    """``"up3d:trainval=2,coco_densepose=1"`` -> ``[(name, split, weight), ...]``.
+
+    Each entry is ``NAME[:SPLIT][=WEIGHT]``; the split defaults to
+    ``default_split`` and the weight to 1.
+    """
+    entries = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name_split, _, weight_text = item.partition("=")
+        name, _, split = name_split.partition(":")
+        try:
+            weight = float(weight_text) if weight_text else 1.0
+        except ValueError:
+            raise ValueError(f"mixture entry {item!r}: weight {weight_text!r} is not a number "
+                             "(expected NAME[:SPLIT][=WEIGHT], e.g. up3d:trainval=2)") from None
+        if not name.strip() or weight < 0:
+            raise ValueError(f"mixture entry {item!r}: expected NAME[:SPLIT][=WEIGHT] with a weight >= 0")
+        entries.append((name.strip(), split.strip() or default_split, weight))
+    if not entries:
+        raise ValueError(f"empty mixture {text!r}; expected e.g. 'up3d:trainval=1,coco_densepose:train=1'")
+    if sum(w for _, _, w in entries) <= 0:
+        raise ValueError(f"mixture {text!r}: the weights sum to 0")
+    return entries
 
 
 def eval_dataset(source: Any, spec: ExampleSpec, *, batch_size: int, shard_index: int = 0,
