@@ -4,6 +4,7 @@ Usage (from the repository root)::
 
     python -m datasets list
     python -m datasets build NAME --data_dir=D [--manual_dir=M] [--smpl_path=SMPL.pkl] [--split_sizes=train=8,test=4] [--overwrite]
+    python -m datasets build pw3d --data_dir=D --manual_dir=M [--smpl_male_path=M.pkl --smpl_female_path=F.pkl]
 
 ``build`` calls the builder's ``download_and_prepare`` (``array_record`` files,
 TFDS's progress bars) and prints where the data went, per-split counts, size
@@ -91,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--smpl_path", default=None,
                        help="an SMPL .pkl/.npz: also store the ground-truth vertices and joints "
                             "(real datasets; without it records keep the SMPL parameters)")
+    build.add_argument("--smpl_male_path", default=None,
+                       help="the male SMPL .pkl/.npz, for datasets with gendered ground truth (pw3d)")
+    build.add_argument("--smpl_female_path", default=None,
+                       help="the female SMPL .pkl/.npz, for datasets with gendered ground truth (pw3d)")
     build.add_argument("--overwrite", action="store_true", help="rebuild an existing build")
     return parser
 
@@ -114,7 +119,8 @@ def _writable_dir(path: str, flag: str) -> str:
 
 
 def build(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,
-          split_sizes: dict[str, int] | None = None, smpl_path: str | None = None, overwrite: bool = False):
+          split_sizes: dict[str, int] | None = None, smpl_path: str | None = None,
+          smpl_male_path: str | None = None, smpl_female_path: str | None = None, overwrite: bool = False):
     """Builds dataset ``name``; returns the prepared builder.
 
     Every argument is checked before anything is created.
@@ -125,8 +131,9 @@ def build(name: str, *, data_dir: str | None = None, manual_dir: str | None = No
         needs one; a builder that takes no ``split_sizes``; split sizes that
         are not ``{lowercase_name: int >= 1}``; an existing build with other
         split sizes than asked for (without ``overwrite``; a builder's
-        ``split_sizes`` attribute says what it makes); ``smpl_path`` for a
-        builder that takes none, or not a file.
+        ``split_sizes`` attribute says what it makes); ``smpl_path``,
+        ``smpl_male_path`` or ``smpl_female_path`` for a builder that takes
+        none, or not a file.
     """
     try:
         builder_cls = datasets.builder_class(name)
@@ -140,12 +147,15 @@ def build(name: str, *, data_dir: str | None = None, manual_dir: str | None = No
         if any(problems):  # the command line's rules
             raise UsageError(f"split_sizes {split_sizes}: {next(p for p in problems if p)}")
         kwargs["split_sizes"] = dict(split_sizes)
-    if smpl_path is not None:
-        if "smpl_path" not in inspect.signature(builder_cls.__init__).parameters:
-            raise UsageError(f"dataset {name!r} does not take --smpl_path")
-        if not os.path.isfile(os.path.expanduser(smpl_path)):
-            raise UsageError(f"--smpl_path {smpl_path} is not a file (an SMPL .pkl or .npz)")
-        kwargs["smpl_path"] = os.path.abspath(os.path.expanduser(smpl_path))
+    for flag, path in (("smpl_path", smpl_path), ("smpl_male_path", smpl_male_path),
+                       ("smpl_female_path", smpl_female_path)):
+        if path is None:
+            continue
+        if flag not in inspect.signature(builder_cls.__init__).parameters:
+            raise UsageError(f"dataset {name!r} does not take --{flag}")
+        if not os.path.isfile(os.path.expanduser(path)):
+            raise UsageError(f"--{flag} {path} is not a file (an SMPL .pkl or .npz)")
+        kwargs[flag] = os.path.abspath(os.path.expanduser(path))
     if data_dir is not None:
         kwargs["data_dir"] = _writable_dir(data_dir, "--data_dir")
     if manual_dir is not None:
@@ -185,7 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         builder = build(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir,
-                        split_sizes=args.split_sizes, smpl_path=args.smpl_path, overwrite=args.overwrite)
+                        split_sizes=args.split_sizes, smpl_path=args.smpl_path,
+                        smpl_male_path=args.smpl_male_path, smpl_female_path=args.smpl_female_path,
+                        overwrite=args.overwrite)
     except (UsageError, FileNotFoundError) as err:
         print(f"python -m datasets: error: {err}", file=sys.stderr)
         return 2
