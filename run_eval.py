@@ -2,8 +2,12 @@ r"""Evaluates the latest checkpoint of a training run on a split.
 
     python run_eval.py --config=configs/quickstart.py --workdir=/tmp/dct_quickstart [--split=test]
 
-Writes WORKDIR/eval_<split>.json ({"checkpoint_step", "num_examples", "metrics",
-"baseline_mean_params"}) and prints the same as a table.
+    python run_eval.py --config=configs/dataset.py:pw3d --workdir=W --config.smpl_path=SMPL_NEUTRAL.pkl \
+        --config.eval.j_regressor_h36m_path=J_regressor_h36m.npy
+
+Writes WORKDIR/eval_<split>.json ({"checkpoint_step", "num_examples", "split", "dataset",
+"metrics", "baseline_mean_params", "counts", "protocol"}) and prints the same as a table.
+The metrics follow the dataset's protocol (dct_jax/protocols.py, docs/evaluation.md).
 """
 
 from __future__ import annotations

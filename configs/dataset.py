@@ -12,11 +12,11 @@ splits; its evaluation protocol follows from the name (``dct_jax/protocols.py``,
 
     python run_train.py --config=configs/dataset.py:up3d --workdir=W --config.smpl_path=SMPL_NEUTRAL.pkl
 
-The model is Ours-3D's (image + IUV, ResNet-50 + ResNet-18) with the
-supervision the dataset has; override anything on the command line. The
-builders do not make IUV maps (DensePose predictions), so models that take an
-IUV or segmentation input need records that carry them; ``--config.model.inputs=image``
-trains on the photos alone.
+The model takes the photo alone (ResNet-101) with the supervision the dataset
+has; override anything on the command line. The builders do not make IUV maps
+(DensePose predictions), so the paper's image + IUV models
+(``--config.model.inputs=image_iuv``) need records that carry them
+(docs/evaluation.md, "No IUV maps").
 """
 
 from __future__ import annotations
@@ -43,6 +43,6 @@ def get_config(name: str = "up3d"):
     config.train_split = train_split
     config.eval_split = eval_split
     config.num_train_steps = steps
-    config.model.inputs = "image_iuv"
+    config.model.inputs = "image"
     default.apply_supervision(config, supervision)
     return config
