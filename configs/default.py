@@ -62,8 +62,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.smpl_path = ml_collections.FieldReference(None, field_type=str)
 
     config.batch_size = 128  # global, over all devices and hosts
+    # Shard parameters and optimizer state over the devices (FSDP) instead of replicating them.
+    config.fsdp = False
     config.eval_batch_size = 64
     config.num_train_steps = 20 * 2000 // 128  # paper: 20 epochs (of the dataset in use)
+    config.optimizer = "adam"  # the paper's; or "sgd" (with config.sgd_momentum)
+    config.sgd_momentum = 0.9
     config.learning_rate = 1e-4
     config.end_learning_rate = 0.0  # cosine decay to this
     config.warmup_steps = 0

@@ -21,6 +21,7 @@ process feeds its own shard of the data (``make_array_from_process_local_data``)
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 from typing import Any, Mapping
@@ -111,7 +112,14 @@ def create_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientT
         schedule = optax.cosine_decay_schedule(
             config.learning_rate, steps, alpha=config.end_learning_rate / config.learning_rate)
     parts = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm > 0 else []
-    return optax.chain(*parts, optax.adam(schedule)), schedule
+    name = config.get("optimizer", "adam")
+    if name == "adam":
+        optimizer = optax.adam(schedule)
+    elif name == "sgd":
+        optimizer = optax.sgd(schedule, momentum=config.get("sgd_momentum", 0.9) or None)
+    else:
+        raise ValueError(f"config.optimizer must be 'adam' or 'sgd', got {name!r}")
+    return optax.chain(*parts, optimizer), schedule
 
 
 def loss_weights(config: ml_collections.ConfigDict) -> losses.LossWeights:
@@ -162,13 +170,14 @@ def initial_state(model: regressor_lib.Regressor, tx: optax.GradientTransformati
 
 def abstract_state(model: regressor_lib.Regressor, tx: optax.GradientTransformation,
                    config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> TrainState:
-    """Shapes, dtypes and (replicated) shardings of the train state: what a checkpoint restores onto.
+    """Shapes, dtypes and shardings (:func:`state_shardings`) of the train state: what a checkpoint restores onto.
 
     Nothing is computed or read (no ImageNet files: a restored run does not need them).
     """
     shapes = jax.eval_shape(lambda: initial_state(model, tx, config, jax.random.key(0), pretrained=False))
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+    shardings = state_shardings(shapes, mesh, fsdp=bool(config.get("fsdp", False)))
+    return jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                        shapes, shardings)
 
 
 # ----------------------------------------------------------------------------- the step
@@ -300,6 +309,37 @@ def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
     return jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
 
+FSDP_MIN_SIZE = 2**14  # arrays smaller than this stay replicated under FSDP
+
+
+def state_shardings(tree: Any, mesh: jax.sharding.Mesh, *, fsdp: bool = False,
+                    min_size: int = FSDP_MIN_SIZE) -> Any:
+    """A ``NamedSharding`` per leaf of ``tree`` (arrays or shape structs).
+
+    Replicated, or with ``fsdp`` (fully sharded data parallel, big_vision's
+    "fsdp" rule) every array of at least ``min_size`` elements split over the
+    mesh's ``data`` axis along its largest dimension that the device count
+    divides; XLA gathers the parameters where the step needs them. Each
+    device then holds about ``1 / devices`` of the parameters and Adam's
+    moments; the step computes the same numbers.
+    """
+    devices = mesh.shape["data"]
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def sharding(leaf: Any) -> jax.sharding.NamedSharding:
+        shape = tuple(np.shape(leaf))
+        if not fsdp or devices == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+            return replicated
+        for axis in sorted(range(len(shape)), key=lambda a: (-shape[a], a)):
+            if shape[axis] % devices == 0:
+                spec = [None] * len(shape)
+                spec[axis] = "data"
+                return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
+        return replicated
+
+    return jax.tree.map(sharding, tree)
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -398,17 +438,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         options=ocp.CheckpointManagerOptions(max_to_keep=config.max_checkpoints_to_keep, create=True))
     latest = manager.latest_step()
     if latest is not None:
-        check_data_state_matches(os.path.join(str(manager.directory), str(latest), "data"))
-        restored = manager.restore(latest, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), data=grain.checkpoint.CheckpointRestore(data_iter)))
+        data_state = translate_data_state(os.path.join(str(manager.directory), str(latest), "data"))
+        if data_state is None:
+            restored = manager.restore(latest, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), data=grain.checkpoint.CheckpointRestore(data_iter)))
+        else:  # saved by another number of processes: the global batches continue all the same
+            restored = manager.restore(latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+            data_iter.set_state(data_state)
         state = restored["state"]
         logging.info("Resumed from step %d in %s", latest, manager.directory)
     else:
-        state = replicate(initial_state(model, tx, config, jax.random.key(config.seed)), mesh)
+        state = jax.device_put(initial_state(model, tx, config, jax.random.key(config.seed)),
+                               jax.tree.map(lambda x: x.sharding, abstract))
 
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     step_fn = jax.jit(functools.partial(train_step, model=model, tx=tx, body=body, layout=layout,
                                         weights=weights, inputs=config.model.inputs,
                                         joints_from_smpl=config.loss.joints3d_from_smpl),
+                      out_shardings=(jax.tree.map(lambda x: x.sharding, abstract), replicated),
                       donate_argnums=(0,))
     predict_fn = jax.jit(functools.partial(predict, model=model, inputs=config.model.inputs))
     writer = summaries.SummaryWriter(workdir, enabled=is_main)
@@ -506,19 +553,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return report
 
 
-def check_data_state_matches(data_dir: str) -> None:
-    """A clear error when a checkpoint's data iterator state was saved by another number of processes.
+def translate_data_state(data_dir: str) -> dict[str, Any] | None:
+    """The data iterator state to resume with when a checkpoint was saved by another number of processes.
 
-    (grain saves one ``process_I-of-N.json`` per process and restores only the same one.)
+    grain saves one ``process_I-of-N.json`` per process and restores only the
+    same file. The training stream does not depend on the process count
+    (``pipeline.train_dataset``: process ``I`` takes every ``N``-th batch of
+    one global stream), so a state that is only a position (``next_index``,
+    the number of steps taken, the same in every process) carries over to any
+    process count.
+
+    Returns:
+      None when this process's own file is there (restore it as usual), else
+      the state to ``set_state``.
+
+    Raises:
+      ValueError: the saved states are not plain positions (e.g. with
+        ``config.data.workers``) or disagree; the message says what to do.
     """
     expected = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
     if not os.path.isdir(data_dir) or os.path.exists(os.path.join(data_dir, expected)):
-        return
-    found = sorted(n for n in os.listdir(data_dir) if n.startswith("process_"))
-    raise ValueError(
-        f"the checkpoint {os.path.dirname(data_dir)} holds the data iterator state of another number of "
-        f"processes ({', '.join(found) or 'none'}; this run has {jax.process_count()}): resume with the "
-        "same number of processes (the device count may change), see docs/scaling.md")
+        return None
+    found = sorted(n for n in os.listdir(data_dir) if n.startswith("process_") and n.endswith(".json"))
+    states = []
+    for name in found:
+        try:
+            with open(os.path.join(data_dir, name)) as f:
+                states.append(json.load(f))
+        except (OSError, ValueError):
+            states.append(None)
+    positions = {s.get("next_index") if isinstance(s, dict) and set(s) == {"next_index"} else None for s in states}
+    if not found or None in positions or len(positions) != 1:
+        raise ValueError(
+            f"the checkpoint {os.path.dirname(data_dir)} holds the data iterator state of another number of "
+            f"processes ({', '.join(found) or 'none'}; this run has {jax.process_count()}) that does not carry "
+            "over (worker-process state, or processes at different positions): resume with the same number of "
+            "processes (the device count may change), see docs/scaling.md")
+    (position,) = positions
+    logging.info("Resuming the data stream of a %s-process checkpoint on %d processes at batch %d",
+                 found[0].rsplit("-of-", 1)[-1][:-5], jax.process_count(), position)
+    return {"next_index": int(position)}
 
 
 def _check_body_matches(source: Any, body_name: str) -> None:

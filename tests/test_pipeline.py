@@ -250,3 +250,14 @@ def test_records_without_a_body_model_flip(source):
     perm = list(keypoints.COCOPLUS19_FLIP_PERM)
     np.testing.assert_allclose(flipped["keypoints3d"], plain["keypoints3d"][perm] * [-1, 1, 1])
     np.testing.assert_array_equal(flipped["image"], plain["image"][:, ::-1])
+
+
+def test_global_batches_do_not_depend_on_the_process_count(source):
+    # Two processes with 4 rows each see exactly the rows of one process with 8.
+    spec = _spec(inputs=("image",), num_dense=8, scale_jitter=0.2, flip_prob=0.5)
+    whole = pipeline.train_dataset(source, spec, batch_size=8, seed=3)
+    halves = [pipeline.train_dataset(source, spec, batch_size=4, seed=3, shard_index=p, shard_count=2)
+              for p in range(2)]
+    for k in (0, 1):
+        for key in ("image", "keypoints", "smpl_pose", "dense_xy"):
+            np.testing.assert_array_equal(np.concatenate([halves[0][k][key], halves[1][k][key]]), whole[k][key])

@@ -422,29 +422,37 @@ def load_source(dataset: str, *, data_dir: str | None, split: str):
 def train_dataset(source: Any, spec: ExampleSpec, *, batch_size: int, seed: int,
                   shard_index: int = 0, shard_count: int = 1,
                   weights: Sequence[float] | None = None) -> grain.MapDataset:
-    """Shuffled (every epoch anew), repeated, augmented batches of one process's shard.
+    """Shuffled (every epoch anew), repeated, augmented batches: one process's rows of each global batch.
+
+    The example stream (order and augmentation) is a function of ``seed``
+    alone; it is cut into batches of ``batch_size`` (the per-process batch) and
+    process ``shard_index`` of ``shard_count`` takes every ``shard_count``-th of
+    them, so global batch ``k`` is the ``k``-th ``shard_count * batch_size``
+    examples of the stream whatever the number of processes (each process
+    reads and decodes only its own rows).
 
     ``source`` is one data source or a sequence of them (a mixture, e.g. UP-3D +
-    COCO-DensePose + Human3.6M); each is sharded, shuffled and repeated on its
-    own and examples are drawn from them in proportion to ``weights`` (default
-    equal), so one batch mixes supervision kinds (the ``has_*`` flags per example).
+    COCO-DensePose + Human3.6M); each is shuffled and repeated on its own and
+    examples are drawn from them in proportion to ``weights`` (default equal),
+    so one batch mixes supervision kinds (the ``has_*`` flags per example).
     """
     sources = list(source) if isinstance(source, (list, tuple)) else [source]
     if weights is not None and len(weights) != len(sources):
         raise ValueError(f"{len(weights)} mixture weights for {len(sources)} sources")
     if weights is not None and (min(weights) < 0 or sum(weights) <= 0):
         raise ValueError(f"mixture weights must be non-negative with a positive sum, got {list(weights)}")
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index {shard_index} is not in [0, {shard_count})")
     parts = []
     for i, part in enumerate(sources):
         ds = grain.MapDataset.source(IndexedSource(part))
-        if shard_count > 1:
-            ds = ds[shard_index::shard_count]
         if len(ds) == 0:
-            raise ValueError(f"the training split (shard) of source {i} is empty")
+            raise ValueError(f"the training split of source {i} is empty")
         ds = ds.shuffle(seed=seed + i).repeat(None)
         parts.append(ds.random_map(ProcessRecord(spec, train=True), seed=seed + i))
     ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, None if weights is None else list(weights))
-    return ds.batch(batch_size, drop_remainder=True, batch_fn=stack_examples)
+    ds = ds.batch(batch_size, drop_remainder=True, batch_fn=stack_examples)
+    return ds[shard_index::shard_count] if shard_count > 1 else ds
 
 
 def parse_mixture(text: str, default_split: str) -> list[tuple[str, str, float]]:
