@@ -1,9 +1,20 @@
-"""Helpers the dataset builders share."""
+"""Helpers the dataset builders share: progress totals, safe readers, crops, camera fits, posing."""
 
 from __future__ import annotations
 
+import os
+import pickle
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+import cv2
+import numpy as np
+
+from dct_jax import keypoints as keypoints_lib
+from dct_jax import smpl_io
+from dct_jax.data import schema
+
+CROP_SCALE = 1.2  # crop side = CROP_SCALE * the longer side of the person box (SPIN, GraphCMR)
 
 
 class Sized:
@@ -17,3 +28,116 @@ class Sized:
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._iterable)
+
+
+class Skip(ValueError):
+    """An example that cannot be used: an unreadable file or an inconsistent annotation."""
+
+
+def read_body_file(path: str) -> dict[str, Any]:
+    """A ``_body.pkl`` (Python 2 pickle, possibly with chumpy arrays) as ``{key: numpy or value}``.
+
+    Uses ``dct_jax.smpl_io``'s restricted unpickler (numpy, chumpy and
+    builtins only; nothing else is resolved, so no code can run).
+
+    Raises:
+      Skip: not a readable pickle of a dict.
+    """
+    name = os.path.basename(path)
+    with open(path, "rb") as stream:
+        try:
+            data = smpl_io._RestrictedUnpickler(stream, encoding="latin1").load()  # noqa: SLF001
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+                KeyError, MemoryError, RecursionError, OverflowError, ImportError) as err:
+            raise Skip(f"{name} is not a readable pickle ({type(err).__name__}: {err})") from None
+    if not isinstance(data, dict):
+        raise Skip(f"{name} holds a {type(data).__name__}, expected a dict")
+    try:
+        return {str(k): smpl_io._to_numpy(v, f"{name}: field {k!r}") for k, v in data.items()}  # noqa: SLF001
+    except (smpl_io.ModelFileError, RecursionError) as err:
+        raise Skip(str(err)) from None
+
+
+def read_image(path: str) -> tuple[bytes, tuple[int, int]]:
+    """The image's encoded bytes (as stored when 8-bit BGR, else re-encoded as PNG) and ``(H, W)``.
+
+    Raises:
+      Skip: OpenCV cannot decode it.
+    """
+    with open(path, "rb") as stream:
+        data = stream.read()
+    try:
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    except cv2.error:
+        array = None
+    if array is None:
+        raise Skip(f"{os.path.basename(path)} is not a readable image (OpenCV cannot decode its {len(data)} bytes)")
+    if not (array.dtype == np.uint8 and array.ndim == 3 and array.shape[2] == 3):
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # grey/alpha/16-bit -> 8-bit colour
+        ok, buffer = cv2.imencode(".png", bgr)
+        if not ok:
+            raise Skip(f"{os.path.basename(path)}: could not re-encode it as an 8-bit colour PNG")
+        data = buffer.tobytes()
+    return data, (int(array.shape[0]), int(array.shape[1]))
+
+
+def joints_box(xy: np.ndarray, labelled: np.ndarray) -> np.ndarray | None:
+    """``[x, y, w, h]`` around the labelled joints, or None (fewer than two, or no extent)."""
+    points = xy[labelled]
+    if len(points) < 2:
+        return None
+    low, high = points.min(axis=0), points.max(axis=0)
+    if np.max(high - low) <= 0:
+        return None
+    size = np.maximum(high - low, 1.0)
+    return np.array([low[0], low[1], size[0], size[1]], np.float64)
+
+
+def crop_around(bbox: np.ndarray, scale: float = CROP_SCALE) -> np.ndarray:
+    """``[x0, y0, side]``: the square centred on ``bbox`` with side ``scale * max(w, h)``."""
+    x, y, w, h = bbox
+    side = scale * max(w, h)
+    return np.array([x + 0.5 * w - 0.5 * side, y + 0.5 * h - 0.5 * side, side], np.float64)
+
+
+def fit_weak_perspective(points: np.ndarray, image_xy: np.ndarray, crop_box: np.ndarray) -> np.ndarray:
+    """Least-squares ``(s, tx, ty)`` with ``s (X[:, :2] + t)`` closest to ``image_xy`` in ``crop_box`` coordinates.
+
+    Raises:
+      Skip: the fit gives no positive, finite scale.
+    """
+    points = np.asarray(points, np.float64)
+    x0, y0, side = (float(v) for v in crop_box)
+    uv = (np.asarray(image_xy, np.float64) - [x0, y0]) * (2.0 / side) - 1.0
+    n = len(points)
+    design = np.zeros((2 * n, 3))
+    design[:n, 0], design[:n, 1] = points[:, 0], 1.0
+    design[n:, 0], design[n:, 2] = points[:, 1], 1.0
+    (scale, bx, by), *_ = np.linalg.lstsq(design, np.concatenate([uv[:, 0], uv[:, 1]]), rcond=None)
+    if not (np.isfinite(scale) and scale > 0):
+        raise Skip(f"no weak-perspective camera fits the projected body (scale {scale})")
+    return np.array([scale, bx / scale, by / scale], np.float64)
+
+
+class PosedBody:
+    """A body model (``--smpl_path``) that poses fits: vertices and joints, jit-compiled once."""
+
+    def __init__(self, path: str):
+        import jax  # noqa: PLC0415  (only builds with --smpl_path need JAX here)
+
+        from dct_jax import smpl  # noqa: PLC0415
+
+        self.path = path
+        self.model = smpl.load(path)
+        self.body_model = keypoints_lib.body_for_num_vertices(self.model.num_vertices)
+        self.layout = keypoints_lib.get_layout(schema.KEYPOINT_LAYOUT, body=self.body_model)
+        self._forward = jax.jit(smpl.forward)
+
+    def __call__(self, pose: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(V, 3)`` vertices and ``(24, 3)`` joints (camera frame, no translation), float64."""
+        out = self._forward(self.model, np.asarray(pose, np.float32), np.asarray(betas, np.float32))
+        return np.asarray(out.vertices, np.float64), np.asarray(out.joints, np.float64)
+
+    def keypoints(self, vertices: np.ndarray, joints: np.ndarray) -> np.ndarray:
+        """``(19, 3)`` cocoplus19 keypoints of a posed body."""
+        return np.asarray(keypoints_lib.from_body(self.layout, vertices, joints), np.float64)

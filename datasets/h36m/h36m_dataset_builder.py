@@ -36,7 +36,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from datasets._common import Sized
-from datasets.up3d.up3d_dataset_builder import PosedBody, Skip, fit_weak_perspective, joints_box, read_image
+from datasets._common import PosedBody, Skip, fit_weak_perspective, joints_box, read_image
 from dct_jax import npz_files
 from dct_jax.data import schema
 

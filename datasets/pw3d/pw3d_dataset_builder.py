@@ -42,11 +42,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from datasets._common import Sized
-
-# UP-3D's reader of restricted pickles, image reader, crop and camera fit serve every real dataset.
-from datasets.up3d.up3d_dataset_builder import (
+from datasets._common import (
     PosedBody,
+    Sized,
     Skip,
     crop_around,
     fit_weak_perspective,
