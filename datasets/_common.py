@@ -17,6 +17,21 @@ from dct_jax.data import schema
 CROP_SCALE = 1.2  # crop side = CROP_SCALE * the longer side of the person box (SPIN, GraphCMR)
 
 
+def model_file(path: str | os.PathLike | None, name: str = "smpl_path") -> str | None:
+    """A builder's body-model argument: None, or the absolute path of an existing file.
+
+    Raises:
+      FileNotFoundError: ``path`` is not a file (the message names the argument).
+    """
+    if path is None:
+        return None
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{name} {path} is not a file; pass the SMPL model file (.pkl or .npz), e.g. "
+                                "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl")
+    return path
+
+
 class Sized:
     """An iterable with a length, so that TFDS's progress bar shows a total."""
 

@@ -35,8 +35,15 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from datasets._common import Sized
-from datasets._common import PosedBody, Skip, fit_weak_perspective, joints_box, read_image
+from datasets._common import (
+    PosedBody,
+    Sized,
+    Skip,
+    fit_weak_perspective,
+    joints_box,
+    model_file,
+    read_image,
+)
 from dct_jax import npz_files
 from dct_jax.data import schema
 
@@ -412,12 +419,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         Raises:
           FileNotFoundError: ``smpl_path`` is not a file.
         """
-        if smpl_path is not None:
-            smpl_path = os.path.abspath(os.path.expanduser(os.fspath(smpl_path)))
-            if not os.path.isfile(smpl_path):
-                raise FileNotFoundError(f"smpl_path {smpl_path} is not a file; pass the SMPL model file, e.g. "
-                                        "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl")
-        self._smpl_path = smpl_path
+        self._smpl_path = model_file(smpl_path)
         self._manual_dir_arg = None if manual_dir is None else os.fspath(manual_dir)
         super().__init__(file_format=file_format or "array_record", **kwargs)
 

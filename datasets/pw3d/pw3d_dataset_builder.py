@@ -49,6 +49,7 @@ from datasets._common import (
     crop_around,
     fit_weak_perspective,
     joints_box,
+    model_file,
     read_body_file,
     read_image,
 )
@@ -467,15 +468,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
           FileNotFoundError: a model path that is not a file.
           ValueError: ``splits`` not distinct names of :data:`SPLITS`.
         """
-        paths = {}
-        for name, path in (("smpl_path", smpl_path), ("smpl_male_path", smpl_male_path),
-                           ("smpl_female_path", smpl_female_path)):
-            if path is not None:
-                path = os.path.abspath(os.path.expanduser(os.fspath(path)))
-                if not os.path.isfile(path):
-                    raise FileNotFoundError(f"{name} {path} is not a file; pass an SMPL model file (.pkl or .npz)")
-            paths[name] = path
-        self._model_paths = paths
+        self._model_paths = {name: model_file(path, name) for name, path in (
+            ("smpl_path", smpl_path), ("smpl_male_path", smpl_male_path), ("smpl_female_path", smpl_female_path))}
         splits = tuple(splits)
         if not splits or set(splits) - set(SPLITS) or len(set(splits)) != len(splits):
             raise ValueError(f"splits must be distinct names among {SPLITS}, got {splits}")

@@ -40,11 +40,12 @@ from absl import logging
 from datasets._common import (  # noqa: F401  (shared with the other builders; tests use them from here)
     CROP_SCALE,
     PosedBody,
-    Skip,
     Sized,
+    Skip,
     crop_around,
     fit_weak_perspective,
     joints_box,
+    model_file,
     read_body_file,
     read_image,
 )
@@ -455,12 +456,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         Raises:
           FileNotFoundError: ``smpl_path`` is not a file.
         """
-        if smpl_path is not None:
-            smpl_path = os.path.abspath(os.path.expanduser(os.fspath(smpl_path)))
-            if not os.path.isfile(smpl_path):
-                raise FileNotFoundError(f"smpl_path {smpl_path} is not a file; pass the SMPL model file, e.g. "
-                                        "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl")
-        self._smpl_path = smpl_path
+        self._smpl_path = model_file(smpl_path)
         self._manual_dir_arg = None if manual_dir is None else os.fspath(manual_dir)
         super().__init__(file_format=file_format or "array_record", **kwargs)
 
