@@ -5,6 +5,7 @@ Usage (from the repository root)::
     python -m datasets list
     python -m datasets build NAME --data_dir=D [--manual_dir=M] [--smpl_path=SMPL.pkl] [--split_sizes=train=8,test=4] [--overwrite]
     python -m datasets build pw3d --data_dir=D --manual_dir=M [--smpl_male_path=M.pkl --smpl_female_path=F.pkl]
+    python -m datasets build coco_densepose --data_dir=D --manual_dir=M [--iuv_dir=IUV]
 
 ``build`` calls the builder's ``download_and_prepare`` (``array_record`` files,
 TFDS's progress bars) and prints where the data went, per-split counts, size
@@ -96,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="the male SMPL .pkl/.npz, for datasets with gendered ground truth (pw3d)")
     build.add_argument("--smpl_female_path", default=None,
                        help="the female SMPL .pkl/.npz, for datasets with gendered ground truth (pw3d)")
+    build.add_argument("--iuv_dir", default=None,
+                       help="a folder of DensePose IUV maps, <image name>_IUV.png as Detectron's DensePose writes "
+                            "them: records of images with one also hold it (real datasets; see their README)")
     build.add_argument("--overwrite", action="store_true", help="rebuild an existing build")
     return parser
 
@@ -120,7 +124,8 @@ def _writable_dir(path: str, flag: str) -> str:
 
 def build(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,
           split_sizes: dict[str, int] | None = None, smpl_path: str | None = None,
-          smpl_male_path: str | None = None, smpl_female_path: str | None = None, overwrite: bool = False):
+          smpl_male_path: str | None = None, smpl_female_path: str | None = None, iuv_dir: str | None = None,
+          overwrite: bool = False):
     """Builds dataset ``name``; returns the prepared builder.
 
     Every argument is checked before anything is created.
@@ -133,7 +138,8 @@ def build(name: str, *, data_dir: str | None = None, manual_dir: str | None = No
         split sizes than asked for (without ``overwrite``; a builder's
         ``split_sizes`` attribute says what it makes); ``smpl_path``,
         ``smpl_male_path`` or ``smpl_female_path`` for a builder that takes
-        none, or not a file.
+        none, or not a file; ``iuv_dir`` for a builder that takes none, or
+        not a directory.
     """
     try:
         builder_cls = datasets.builder_class(name)
@@ -156,6 +162,13 @@ def build(name: str, *, data_dir: str | None = None, manual_dir: str | None = No
         if not os.path.isfile(os.path.expanduser(path)):
             raise UsageError(f"--{flag} {path} is not a file (an SMPL .pkl or .npz)")
         kwargs[flag] = os.path.abspath(os.path.expanduser(path))
+    if iuv_dir is not None:
+        if "iuv_dir" not in inspect.signature(builder_cls.__init__).parameters:
+            raise UsageError(f"dataset {name!r} does not take --iuv_dir")
+        if not os.path.isdir(os.path.expanduser(iuv_dir)):
+            raise UsageError(f"--iuv_dir {iuv_dir} is not a directory (the folder of DensePose's "
+                             "<image name>_IUV.png files)")
+        kwargs["iuv_dir"] = os.path.abspath(os.path.expanduser(iuv_dir))
     if data_dir is not None:
         kwargs["data_dir"] = _writable_dir(data_dir, "--data_dir")
     if manual_dir is not None:
@@ -197,8 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         builder = build(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir,
                         split_sizes=args.split_sizes, smpl_path=args.smpl_path,
                         smpl_male_path=args.smpl_male_path, smpl_female_path=args.smpl_female_path,
-                        overwrite=args.overwrite)
-    except (UsageError, FileNotFoundError) as err:
+                        iuv_dir=args.iuv_dir, overwrite=args.overwrite)
+    except (UsageError, FileNotFoundError, NotADirectoryError) as err:
         print(f"python -m datasets: error: {err}", file=sys.stderr)
         return 2
     print(_describe(builder, time.perf_counter() - start))

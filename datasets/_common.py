@@ -1,4 +1,4 @@
-"""Helpers the dataset builders share: progress totals, safe readers, crops, camera fits, posing."""
+"""Helpers the dataset builders share: progress totals, safe readers, crops, camera fits, posing, IUV maps."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from dct_jax import smpl_io
 from dct_jax.data import schema
 
 CROP_SCALE = 1.2  # crop side = CROP_SCALE * the longer side of the person box (SPIN, GraphCMR)
+# Detectron's DensePose (tools/infer_simple.py, detectron/utils/vis.py) writes <image name>_IUV.png per image.
+IUV_SUFFIX = "_IUV.png"
 
 
 def model_file(path: str | os.PathLike | None, name: str = "smpl_path") -> str | None:
@@ -29,6 +31,21 @@ def model_file(path: str | os.PathLike | None, name: str = "smpl_path") -> str |
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{name} {path} is not a file; pass the SMPL model file (.pkl or .npz), e.g. "
                                 "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl")
+    return path
+
+
+def iuv_directory(path: str | os.PathLike | None, name: str = "iuv_dir") -> str | None:
+    """A builder's ``iuv_dir`` argument: None, or the absolute path of an existing directory.
+
+    Raises:
+      NotADirectoryError: ``path`` is not a directory (the message names the argument).
+    """
+    if path is None:
+        return None
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    if not os.path.isdir(path):
+        raise NotADirectoryError(f"{name} {path} is not a directory; pass the folder of DensePose's "
+                                 f"<image name>{IUV_SUFFIX} files")
     return path
 
 
@@ -156,3 +173,88 @@ class PosedBody:
     def keypoints(self, vertices: np.ndarray, joints: np.ndarray) -> np.ndarray:
         """``(19, 3)`` cocoplus19 keypoints of a posed body."""
         return np.asarray(keypoints_lib.from_body(self.layout, vertices, joints), np.float64)
+
+
+# ----------------------------------------------------------------------------- DensePose IUV maps
+
+
+def iuv_paths(iuv_dir: str, relative_image_path: str, *, flat: bool = True) -> list[str]:
+    """Where :func:`read_iuv` looks for an image's IUV map, most specific first.
+
+    For ``a/b/name.jpg`` (relative to the dataset's root): ``<iuv_dir>/a/b/name_IUV.png``,
+    ``<iuv_dir>/b/name_IUV.png`` and, if ``flat``, ``<iuv_dir>/name_IUV.png`` (Detectron's
+    ``--output-dir`` holds one flat folder). Pass ``flat=False`` where file names repeat across
+    folders (3DPW's ``image_00000.jpg``), so that no map is attached to the wrong image.
+
+    Raises:
+      Skip: ``relative_image_path`` is absolute or leaves its root (``..``).
+    """
+    relative = os.path.normpath(relative_image_path)
+    if os.path.isabs(relative) or relative == ".." or relative.startswith(".." + os.sep):
+        raise Skip(f"image path {relative_image_path!r} is not relative to the dataset's root")
+    folders, name = os.path.split(relative)
+    parts = [p for p in folders.split(os.sep) if p]
+    file_name = os.path.splitext(name)[0] + IUV_SUFFIX
+    depths = range(len(parts) + (1 if flat else 0))
+    return [os.path.join(iuv_dir, *parts[k:], file_name) for k in depths]
+
+
+def read_iuv(iuv_dir: str, relative_image_path: str, image_shape: tuple[int, int], *,
+             flat: bool = True) -> bytes | None:
+    """The DensePose IUV map of an image, as the schema's ``iuv`` PNG bytes, or None if there is none.
+
+    Looks for ``<stem>_IUV.png`` (:func:`iuv_paths`; ``stem`` the image's file name without its
+    extension), the file Detectron's DensePose ``tools/infer_simple.py`` writes per image: ``(H, W,
+    3)`` uint8 of the image's size, channels in array order (as ``cv2.imread`` returns them) part
+    index I (1-24, 0 background), ``255 U``, ``255 V``. Its pixels are kept as they are and
+    re-encoded with ``schema.encode_iuv``.
+
+    Returns:
+      PNG bytes, or None when no file exists (e.g. DensePose found nobody in the image: Detectron
+      then writes no file).
+
+    Raises:
+      Skip: the file is not a readable image, not 3-channel 8-bit, has another size than the
+        image (it is another image's map), or has part indices above 24.
+    """
+    path = next((p for p in iuv_paths(iuv_dir, relative_image_path, flat=flat) if os.path.isfile(p)), None)
+    if path is None:
+        return None
+    where = os.path.relpath(path, iuv_dir)
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read()
+        iuv = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    except (OSError, cv2.error):
+        iuv = None
+    if iuv is None:
+        raise Skip(f"IUV map {where} is not a readable image")
+    if iuv.dtype != np.uint8 or iuv.ndim != 3 or iuv.shape[2] != 3:
+        channels = iuv.shape[2] if iuv.ndim == 3 else 1
+        raise Skip(f"IUV map {where} has {channels} channel(s) of {iuv.dtype}, expected 3 of uint8 (I, U, V)")
+    height, width = (int(v) for v in image_shape)
+    if iuv.shape[:2] != (height, width):
+        raise Skip(f"IUV map {where} is {iuv.shape[0]}x{iuv.shape[1]} (height x width), the image "
+                   f"{height}x{width}: it is not this image's map (DensePose's _IUV.png has the image's size)")
+    top = int(iuv[..., 0].max())
+    if top > schema.NUM_PARTS:
+        raise Skip(f"IUV map {where} has part index {top} in its first channel, expected 0-{schema.NUM_PARTS} "
+                   "(channels I, U, V in array order, as cv2.imwrite stores them)")
+    return schema.encode_iuv(iuv)
+
+
+def check_iuv_body(iuv_dir: str | None, body_model: str, what: str = "smpl_path") -> None:
+    """DensePose's IUV maps are on SMPL's chart: refuses them with records of another body.
+
+    Raises:
+      ValueError: ``iuv_dir`` is given and ``body_model`` is not ``"smpl"``.
+    """
+    if iuv_dir is not None and body_model != "smpl":
+        raise ValueError(f"iuv_dir: DensePose's IUV maps are on SMPL's DensePose chart, but the body model of "
+                         f"{what} is {body_model!r}; build with the SMPL model or without iuv_dir")
+
+
+def count_iuv(counts: dict[str, int], record: dict[str, Any]) -> None:
+    """Adds a record to ``counts["with_iuv"]`` or ``counts["no_iuv"]``."""
+    key = "with_iuv" if record["has_iuv"] else "no_iuv"
+    counts[key] = counts.get(key, 0) + 1

@@ -257,8 +257,8 @@ def test_record_fields(built):
         np.testing.assert_array_equal(record[key], np.asarray(values, np.float64).astype(dtype))
         assert record[key].dtype == dtype
     flags = {k: bool(record[k]) for k in schema.FLAG_GROUPS}
-    assert flags == {"has_keypoints": True, "has_dense": True, "has_iuv": False, "has_segmentation": True,
-                     "has_smpl": False, "has_camera": False, "has_mesh": False}
+    assert flags == {"has_keypoints": True, "has_keypoints3d": False, "has_dense": True, "has_iuv": False,
+                     "has_segmentation": True, "has_smpl": False, "has_camera": False, "has_mesh": False}
 
 
 def test_keypoints_are_mapped_by_name_with_half_pixel_offset(built):
@@ -316,8 +316,8 @@ def test_skipped_annotations_are_counted_named_and_logged(built):
         train = metadata["splits"]["train"]
         assert train == {"annotation_file": os.path.join("annotations", "densepose_coco_2014_train.json"),
                          "annotations": 4, "densepose_annotations": 3, "not_densepose": 1, "records": 1,
-                         "skipped_image": 1, "skipped_annotation": 1, "keypoints_outside_image": 1,
-                         "records_without_segmentation": 0}
+                         "skipped_image": 1, "skipped_annotation": 1, "skipped_iuv": 0,
+                         "keypoints_outside_image": 1, "records_without_segmentation": 0}
         assert metadata["splits"]["minival"]["not_densepose"] == 1
         assert metadata["splits"]["valminusminival"]["records_without_segmentation"] == 1
         assert "FINE_TO_COARSE" in metadata["conventions"]["segmentation"]
@@ -428,3 +428,54 @@ def test_cli_reports_missing_files_on_one_error(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "train2014.zip" in err and "densepose_coco_2014_minival.json" in err
+
+
+# ----------------------------------------------------------------------------- DensePose IUV maps (iuv_dir)
+
+
+def test_iuv_dir_attaches_one_map_per_image_to_its_people(tmp_path):
+    import tensorflow_datasets as tfds
+    from test_up3d import random_iuv
+
+    manual = make_layout(str(tmp_path))
+    # A fifth image, in minival, whose map has the wrong size.
+    _write_image(os.path.join(manual, "val2014", "COCO_val2014_000000000005.jpg"), 70, 90, 5)
+    path = os.path.join(manual, "annotations", "densepose_coco_2014_minival.json")
+    with open(path) as f:
+        minival = json.load(f)
+    minival["images"].append({"id": 5, "file_name": "COCO_val2014_000000000005.jpg", "height": 70, "width": 90})
+    minival["annotations"].append(_person(401, 5, [5, 5, 30, 50], dense=DENSE_101))
+    with open(path, "w") as f:
+        json.dump(minival, f)
+    iuv_dir = tmp_path / "iuv"
+    (iuv_dir / "train2014").mkdir(parents=True)
+    rng = np.random.default_rng(4)
+    written = {1: random_iuv(rng, (96, 128)), 4: random_iuv(rng, (100, 120))}
+    assert cv2.imwrite(str(iuv_dir / "train2014" / "COCO_train2014_000000000001_IUV.png"), written[1])
+    assert cv2.imwrite(str(iuv_dir / "COCO_val2014_000000000004_IUV.png"), written[4])  # flat
+    assert cv2.imwrite(str(iuv_dir / "COCO_val2014_000000000005_IUV.png"), random_iuv(rng, (90, 70)))  # transposed
+    with pytest.raises(NotADirectoryError, match="iuv_dir .*missing is not a directory"):
+        datasets.builder_class("coco_densepose")(data_dir=str(tmp_path / "tfds"), iuv_dir=tmp_path / "missing")
+    builder = datasets.builder_class("coco_densepose")(data_dir=str(tmp_path / "tfds"), iuv_dir=str(iuv_dir))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
+
+    by_image = {}
+    for split in cdp.SPLITS:
+        for record in _read_split(builder, split).values():
+            by_image.setdefault(int(record["image_id"]), []).append(record)
+    assert {k: len(v) for k, v in by_image.items()} == {1: 1, 3: 1, 4: 2}  # 401 (image 5) skipped
+    for image_id, records in by_image.items():
+        for record in records:
+            assert bool(record["has_iuv"]) == (image_id in written)
+            if image_id in written:
+                np.testing.assert_array_equal(schema.decode_iuv(record["iuv"]), written[image_id])
+    reread = tfds.builder_from_directory(os.path.join(tmp_path, "tfds", "coco_densepose", "1.0.0"))
+    metadata = reread.info.metadata
+    assert metadata["iuv_dir"] == str(iuv_dir)
+    assert metadata["with_iuv"] == {"train": 1, "valminusminival": 0, "minival": 2}
+    assert metadata["no_iuv"] == {"train": 0, "valminusminival": 1, "minival": 0}
+    (entry,) = metadata["skipped"]["minival"]
+    assert entry["annotation_id"] == 401 and entry["kind"] == "iuv"
+    assert entry["reason"].startswith("IUV map COCO_val2014_000000000005_IUV.png is 90x70 (height x width), "
+                                      "the image 70x90: it is not this image's map")
+    assert metadata["splits"]["minival"]["skipped_iuv"] == 1 and metadata["splits"]["minival"]["records"] == 2

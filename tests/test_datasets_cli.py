@@ -128,6 +128,37 @@ def test_smpl_path_is_checked_and_passed(monkeypatch, capsys, tmp_path):
     assert seen["smpl_path"] == str(body)
 
 
+def test_iuv_dir_is_checked_and_passed(monkeypatch, capsys, tmp_path):
+    # A real builder: a folder that does not exist is one line and exit code 2, before anything is made.
+    missing, data_dir = tmp_path / "no_iuv", tmp_path / "tfds"
+    for name in ("up3d", "coco_densepose", "pw3d", "h36m"):
+        assert cli.main(["build", name, f"--data_dir={data_dir}", f"--manual_dir={tmp_path}",
+                         f"--iuv_dir={missing}"]) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"python -m datasets: error: --iuv_dir {missing} is not a directory (the folder of DensePose's "
+            "<image name>_IUV.png files)"]
+    assert not data_dir.exists()
+    a_file = tmp_path / "a_IUV.png"
+    a_file.write_bytes(b"x")
+    assert cli.main(["build", "up3d", f"--data_dir={data_dir}", f"--iuv_dir={a_file}"]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert cli.main(["build", "synthetic", f"--data_dir={data_dir}", f"--iuv_dir={tmp_path}"]) == 2
+    assert "dataset 'synthetic' does not take --iuv_dir" in capsys.readouterr().err
+    seen = {}
+
+    class WithIuv:  # stands in for a real-dataset builder
+        def __init__(self, *, file_format=None, data_dir=None, iuv_dir=None):
+            seen["iuv_dir"] = iuv_dir
+            raise RuntimeError("stop here")
+
+    monkeypatch.setattr(datasets, "builder_class", lambda name: WithIuv)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "iuv").mkdir()
+    with pytest.raises(RuntimeError, match="stop here"):
+        cli.main(["build", "real", f"--data_dir={data_dir}", "--iuv_dir=iuv"])
+    assert seen["iuv_dir"] == str(tmp_path / "iuv")  # made absolute
+
+
 def test_build_reuse_mismatch_and_overwrite(tmp_path, capsys):
     import tensorflow_datasets as tfds  # noqa: PLC0415
 

@@ -404,3 +404,48 @@ def test_training_pipeline_reads_the_3d_keypoints(built, fake_h36m):
             assert example["has_smpl"] == float(truth[split][index]["fitted"] and split == "train")
             assert example["has_joints"] == 0 and example["has_camera"] == 0
     assert "tensorflow" not in sys.modules
+
+
+# ----------------------------------------------------------------------------- DensePose IUV maps (iuv_dir)
+
+
+def test_iuv_dir_attaches_maps_named_after_the_whole_frame_name(fake_h36m, tmp_path):
+    from test_up3d import random_iuv
+
+    manual_dir, truth = fake_h36m
+    with pytest.raises(NotADirectoryError, match="iuv_dir .*missing is not a directory"):
+        h36m.Builder(data_dir=str(tmp_path / "tfds"), iuv_dir=tmp_path / "missing")
+    iuv_dir = tmp_path / "iuv"
+    (iuv_dir / "images").mkdir(parents=True)
+    rng = np.random.default_rng(6)
+
+    def map_path(split, row, nested=True):  # S9_Directions_1.54138969_..._000001.jpg -> ..._000001_IUV.png
+        stem = os.path.splitext(os.path.basename(truth[split][row]["imgname"]))[0]
+        return iuv_dir / ("images" if nested else "") / f"{stem}_IUV.png"
+
+    written = {("train", 0): random_iuv(rng, IMAGE_SHAPE), ("train", 1): random_iuv(rng, IMAGE_SHAPE),
+               ("valid_protocol1", 0): random_iuv(rng, IMAGE_SHAPE)}
+    for (split, row), iuv in written.items():
+        assert cv2.imwrite(str(map_path(split, row, nested=row != 1)), iuv)  # train row 1 (no SMPL fit): flat
+    assert cv2.imwrite(str(map_path("train", 6)), random_iuv(rng, (IMAGE_SHAPE[0], IMAGE_SHAPE[1] - 1)))
+    _build(manual_dir, tmp_path / "tfds", iuv_dir=str(iuv_dir))
+    builder, records = _records(str(tmp_path / "tfds"))
+    assert {split: sorted(r) for split, r in records.items()} == {
+        split: [i for i in rows if (split, i) != ("train", 6)] for split, rows in KEPT.items()}
+    for split, by_row in records.items():
+        for row, record in by_row.items():
+            schema.validate_record(record)
+            assert bool(record["has_iuv"]) == ((split, row) in written), (split, row)
+            if (split, row) in written:
+                np.testing.assert_array_equal(schema.decode_iuv(record["iuv"]), written[(split, row)])
+                assert record["body_model"].decode() == "smpl"  # DensePose's chart, with or without a fit
+            else:
+                assert record["body_model"].decode() == ("smpl" if record["has_smpl"] else "")
+    assert not records["train"][1]["has_smpl"] and records["train"][1]["has_iuv"]
+    metadata = builder.info.metadata  # as read back from the directory
+    assert metadata["iuv_dir"] == str(iuv_dir)
+    assert metadata["with_iuv"] == {"train": 2, "valid_protocol1": 1, "valid_protocol2": 0}
+    assert metadata["no_iuv"] == {"train": 0, "valid_protocol1": 1, "valid_protocol2": 1}
+    (entry,) = [s for s in metadata["skipped"]["train"] if s["row"] == 6]
+    assert entry["reason"].startswith(f"IUV map images/{map_path('train', 6).name} is 128x119 (height x width), "
+                                      "the image 128x120: it is not this image's map")

@@ -490,3 +490,51 @@ def test_training_pipeline_reads_the_records(built):
         assert np.all(b["has_smpl"][real] == 1) and np.all(b["has_camera"] == 0)
         assert np.all(b["keypoints_weight"][real].sum(axis=1) >= 6)
     assert "tensorflow" not in sys.modules
+
+
+# ----------------------------------------------------------------------------- DensePose IUV maps (iuv_dir)
+
+
+def test_iuv_dir_attaches_maps_from_sequence_folders_only(fake_pw3d, tmp_path, caplog):
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+    from test_up3d import random_iuv
+
+    with pytest.raises(NotADirectoryError, match="iuv_dir .*missing is not a directory"):
+        pw3d.Builder(data_dir=str(tmp_path / "tfds"), iuv_dir=str(tmp_path / "missing"))
+    iuv_dir = tmp_path / "iuv"
+    rng = np.random.default_rng(5)
+    written = {("courtyard_fake_00", 0): random_iuv(rng, IMAGE_SHAPE),
+               ("downtown_fake_00", 1): random_iuv(rng, IMAGE_SHAPE)}
+    for folder, key in ((iuv_dir / "courtyard_fake_00", ("courtyard_fake_00", 0)),  # one folder per sequence
+                        (iuv_dir / "imageFiles" / "downtown_fake_00", ("downtown_fake_00", 1))):  # mirroring M
+        folder.mkdir(parents=True)
+        assert cv2.imwrite(str(folder / f"image_{key[1]:05d}_IUV.png"), written[key])
+    assert cv2.imwrite(str(iuv_dir / "courtyard_fake_00" / "image_00002_IUV.png"), random_iuv(rng, (64, 48)))
+    # Frame names repeat across sequences: a flat map is never taken (frame 1 of two sequences here).
+    assert cv2.imwrite(str(iuv_dir / "image_00001_IUV.png"), random_iuv(rng, IMAGE_SHAPE))
+    with caplog.at_level("WARNING"):
+        _build(fake_pw3d[0], tmp_path / "tfds", iuv_dir=iuv_dir)
+    _, records = _records(str(tmp_path / "tfds"))
+    skipped = "courtyard_fake_00/image_00002/actor0"
+    assert {split: sorted(r) for split, r in records.items()} == {
+        split: [i for i in ids if i != skipped] for split, ids in KEPT.items()}
+    with_iuv = []
+    for by_id in records.values():
+        for record_id, record in by_id.items():
+            schema.validate_record(record)
+            name, image, _ = record_id.split("/")
+            key = (name, int(image[len("image_"):]))
+            assert bool(record["has_iuv"]) == (key in written), record_id
+            if key in written:
+                with_iuv.append(record_id)
+                np.testing.assert_array_equal(schema.decode_iuv(record["iuv"]), written[key])
+    assert sorted(with_iuv) == ["courtyard_fake_00/image_00000/actor0", "courtyard_fake_00/image_00000/actor1",
+                                "downtown_fake_00/image_00001/actor0"]
+    metadata = tfds.builder_from_directory(str(tmp_path / "tfds" / "pw3d" / "1.0.0")).info.metadata
+    assert metadata["iuv_dir"] == str(iuv_dir)
+    assert metadata["with_iuv"] == {"train": 2, "validation": 1, "test": 0}
+    assert metadata["no_iuv"] == {"train": 2, "validation": 2, "test": 2}
+    (entry,) = [s for s in metadata["skipped"]["train"] if s["record"] == skipped]
+    reason = ("IUV map courtyard_fake_00/image_00002_IUV.png is 64x48 (height x width), the image 48x64: "
+              "it is not this image's map")
+    assert entry["reason"].startswith(reason) and f"pw3d train: skipped {skipped}: {reason}" in caplog.text

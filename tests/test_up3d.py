@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
 import struct
 import sys
 import types
@@ -409,3 +410,91 @@ def test_training_pipeline_reads_the_records(built):
         assert np.all(b["keypoints_weight"][real].sum(axis=1) == 13)
         assert np.all(b["has_dense"] == 0) and np.all(b["has_joints"] == 0)
     assert "tensorflow" not in sys.modules
+
+
+# ----------------------------------------------------------------------------- DensePose IUV maps (iuv_dir)
+
+
+def random_iuv(rng, shape) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 map as Detectron's ``_IUV.png``: part 0-24, then 255 U, 255 V."""
+    iuv = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    iuv[..., 0] = rng.integers(0, 25, shape, dtype=np.uint8)
+    return iuv
+
+
+def test_read_iuv_finds_checks_and_reencodes_detectron_maps(tmp_path):
+    from datasets import _common  # noqa: PLC0415
+
+    rng = np.random.default_rng(3)
+    (tmp_path / "train2014").mkdir()
+    iuv = random_iuv(rng, (6, 5))
+    assert cv2.imwrite(str(tmp_path / "train2014" / "a_IUV.png"), iuv)  # as Detectron: cv2.imwrite of (I, U, V)
+    found = _common.read_iuv(str(tmp_path), "train2014/a.jpg", (6, 5))
+    np.testing.assert_array_equal(schema.decode_iuv(found), iuv)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "train2014" / "a_IUV.png"))[..., 0], iuv[..., 0])
+    assert _common.read_iuv(str(tmp_path), "train2014/b.jpg", (6, 5)) is None  # no file: no map
+    # The flat folder too, unless names repeat across folders (flat=False).
+    assert cv2.imwrite(str(tmp_path / "c_IUV.png"), iuv)
+    assert _common.read_iuv(str(tmp_path), "seq/c.jpg", (6, 5)) is not None
+    assert _common.read_iuv(str(tmp_path), "seq/c.jpg", (6, 5), flat=False) is None
+    assert _common.iuv_paths("/i", "imageFiles/s/x.1.jpg", flat=False) == [
+        "/i/imageFiles/s/x.1_IUV.png", "/i/s/x.1_IUV.png"]
+    bad_part = iuv.copy()
+    bad_part[2, 3, 0] = 25
+    for name, array, reason in (
+            ("d", iuv[:5], "is 5x5 (height x width), the image 6x5: it is not this image's map"),
+            ("e", iuv[..., 0], "has 1 channel(s) of uint8, expected 3 of uint8"),
+            ("f", iuv.astype(np.uint16) * 256, "channel(s) of uint16"),
+            ("g", bad_part, "has part index 25")):
+        assert cv2.imwrite(str(tmp_path / f"{name}_IUV.png"), array)
+        with pytest.raises(up3d.Skip, match=re.escape(reason)):
+            _common.read_iuv(str(tmp_path), f"{name}.png", (6, 5))
+    (tmp_path / "h_IUV.png").write_bytes(b"\x89PNG not a png")
+    with pytest.raises(up3d.Skip, match="h_IUV.png is not a readable image"):
+        _common.read_iuv(str(tmp_path), "h.png", (6, 5))
+    with pytest.raises(up3d.Skip, match="not relative"):
+        _common.read_iuv(str(tmp_path), "../a.jpg", (6, 5))
+
+
+def test_iuv_dir_attaches_densepose_maps_checks_their_size_and_counts_the_rest(fake_up3d, tmp_path, caplog):
+    with pytest.raises(NotADirectoryError, match=f"iuv_dir {tmp_path / 'none'} is not a directory"):
+        up3d.Builder(data_dir=str(tmp_path / "tfds"), iuv_dir=tmp_path / "none")
+    assert not (tmp_path / "tfds").exists()
+    iuv_dir = tmp_path / "iuv"
+    (iuv_dir / "up-3d").mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    written = {"00001": random_iuv(rng, IMAGE_SHAPE), "00003": random_iuv(rng, IMAGE_SHAPE)}
+    assert cv2.imwrite(str(iuv_dir / "00001_image_IUV.png"), written["00001"])  # Detectron's flat output folder
+    assert cv2.imwrite(str(iuv_dir / "up-3d" / "00003_image_IUV.png"), written["00003"])  # mirroring M
+    assert cv2.imwrite(str(iuv_dir / "00002_image_IUV.png"), random_iuv(rng, (IMAGE_SHAPE[0] + 2, IMAGE_SHAPE[1])))
+    with caplog.at_level("WARNING"):
+        _build(fake_up3d[0], tmp_path / "tfds", iuv_dir=str(iuv_dir))
+    builder, records = _records(str(tmp_path / "tfds"))
+    # 00002's map has another size: its record is skipped with the reason; 00004 has no map.
+    assert {split: sorted(r) for split, r in records.items()} == {
+        split: [i for i in ids if i != "00002"] for split, ids in KEPT.items()}
+    for by_id in records.values():
+        for image_id, record in by_id.items():
+            schema.validate_record(record)
+            assert bool(record["has_iuv"]) == (image_id in written) and record["body_model"].decode() == "smpl"
+            if image_id in written:
+                np.testing.assert_array_equal(schema.decode_iuv(record["iuv"]), written[image_id])
+            else:
+                assert record["iuv"] == b""
+    metadata = builder.info.metadata
+    assert metadata["iuv_dir"] == str(iuv_dir)
+    assert metadata["with_iuv"] == {"train": 1, "val": 1, "test": 0, "trainval": 2}
+    assert metadata["no_iuv"] == {"train": 0, "val": 0, "test": 1, "trainval": 0}
+    reason = ("IUV map 00002_image_IUV.png is 142x130 (height x width), the image 140x130: "
+              "it is not this image's map")
+    (entry,) = [s for s in metadata["skipped"]["train"] if s["image"] == "00002_image.png"]
+    assert entry["reason"].startswith(reason)
+    assert f"up3d train: skipped 00002_image.png: {reason}" in caplog.text
+    # The image + IUV input reads the stored map.
+    source = pipeline.load_source(os.path.join(tmp_path, "tfds", "up3d", "1.0.0"), data_dir=None, split="val")
+    spec = pipeline.ExampleSpec(image_size=32, inputs=("image", "iuv"), num_dense=8)
+    (batch,) = pipeline.eval_dataset(source, spec, batch_size=1)
+    assert batch["valid"][0] == 1 and not batch["error"][0] and batch["iuv"].shape == (1, 32, 32, 3)
+    # DensePose's maps are on SMPL's chart: refused with records of another body model.
+    with pytest.raises(ValueError, match="SMPL's DensePose chart.*'default'"):
+        _build(fake_up3d[0], tmp_path / "tfds_default", iuv_dir=str(iuv_dir), smpl_path=DEFAULT_BODY_PATH)

@@ -2,7 +2,7 @@
 
 Build (the files come by hand, see :data:`Builder.MANUAL_DOWNLOAD_INSTRUCTIONS`)::
 
-    python -m datasets build coco_densepose --manual_dir=M --data_dir=D
+    python -m datasets build coco_densepose --manual_dir=M --data_dir=D [--iuv_dir=DIR]
 
 Read::
 
@@ -36,16 +36,21 @@ What a record holds (fields of ``dct_jax.data.schema``):
     14 coarse parts (each the union of one or two fine parts): coarse part
     ``c`` is written as the first fine part of :data:`COARSE_TO_FINE` ``[c]``,
     so ``FINE_TO_COARSE[segmentation]`` gives the coarse map back exactly.
+  * ``iuv`` (with ``iuv_dir``): the image's DensePose IUV map,
+    ``DIR/train2014/<image name>_IUV.png`` or ``DIR/<image name>_IUV.png``
+    (Detectron's naming; :func:`datasets._common.read_iuv`), shared by the
+    image's people; images without one give records with ``has_iuv`` False.
 
 Unusable annotations are skipped, never fatal: an image that is missing,
 cannot be decoded or does not have the size the annotation file says
 (``kind = "image"``), or an inconsistent annotation (``kind =
 "annotation"``: dense fields of different lengths, no points, parts outside
 1-24, U/V outside [0, 1], a bad box, keypoints or masks, an unknown image id,
-a missing or repeated id). Each is logged (absl WARNING) and listed with its
-reason in the dataset's metadata (``builder.info.metadata["skipped"][split]``,
-``metadata.json`` next to the data), with counts per split in
-``metadata["splits"]``.
+a missing or repeated id), or an IUV map that is not the image's (``kind =
+"iuv"``: another size, not 3-channel 8-bit, parts above 24). Each is logged
+(absl WARNING) and listed with its reason in the dataset's metadata
+(``builder.info.metadata["skipped"][split]``, ``metadata.json`` next to the
+data), with counts per split in ``metadata["splits"]``.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ from absl import logging
 from pycocotools import mask as mask_util
 from tqdm import tqdm
 
+from datasets._common import Skip, count_iuv, iuv_directory, read_iuv
 from dct_jax import keypoints as keypoints_lib
 from dct_jax.data import schema
 
@@ -281,8 +287,8 @@ class ConvertedAnnotation:
 
 
 def convert_annotation(annotation: Mapping[str, Any], *, split: str, image_id: Any, image_bytes: bytes,
-                       image_shape: Sequence[int]) -> ConvertedAnnotation:
-    """One DensePose person annotation (and its decoded image's size) -> a schema record.
+                       image_shape: Sequence[int], iuv: bytes | None = None) -> ConvertedAnnotation:
+    """One DensePose person annotation (and its decoded image's size, and IUV map if any) -> a schema record.
 
     Raises:
       InconsistentAnnotation: see :func:`dense_fields`, :func:`annotation_bbox`,
@@ -306,7 +312,7 @@ def convert_annotation(annotation: Mapping[str, Any], *, split: str, image_id: A
         record = schema.make_record(
             record_id=f"coco_densepose/{split}/{annotation['id']}", image_id=str(image_id), body_model="smpl",
             image=image_bytes, image_shape=np.asarray(image_shape, np.int32), bbox=bbox, **dense, has_dense=True,
-            **values)
+            iuv=iuv, has_iuv=iuv is not None, **values)
     except ValueError as err:
         raise InconsistentAnnotation(f"makes an invalid record: {err}") from None
     return ConvertedAnnotation(record, outside, coarse is not None)
@@ -485,16 +491,26 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     }
     MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions()
 
-    def __init__(self, *, splits: Sequence[str] = SPLITS, file_format: str | None = None, **kwargs: Any):
+    def __init__(self, *, splits: Sequence[str] = SPLITS, iuv_dir: str | os.PathLike | None = None,
+                 file_format: str | None = None, **kwargs: Any):
         """Args as ``tfds.core.GeneratorBasedBuilder``, plus which splits to build.
 
         Args:
           splits: some of :data:`SPLITS` (e.g. ``("minival",)`` needs only
             ``val2014/`` and its annotation file).
+          iuv_dir: a folder of DensePose IUV maps, ``<image name>_IUV.png``
+            (Detectron's naming) in ``train2014/``, ``val2014/`` or the folder
+            itself; records of images with a map hold it (``has_iuv``), the
+            others are counted in ``metadata["no_iuv"]``.
           file_format: default ``"array_record"`` (TFDS's default, tfrecord,
             needs TensorFlow to write).
           **kwargs: e.g. ``data_dir``.
+
+        Raises:
+          NotADirectoryError: ``iuv_dir`` is not a directory.
+          ValueError: ``splits`` not distinct names of :data:`SPLITS`.
         """
+        self._iuv_dir = iuv_directory(iuv_dir)
         splits = tuple(splits)
         unknown = sorted(set(splits) - set(SPLITS))
         if not splits or unknown or len(set(splits)) != len(splits):
@@ -507,7 +523,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             features=schema.features(),
             supervised_keys=None,
             homepage="http://densepose.org",
-            metadata=tfds.core.MetadataDict(conventions=CONVENTIONS, splits={}, skipped={}),
+            metadata=tfds.core.MetadataDict(conventions=CONVENTIONS, splits={}, skipped={}, iuv_dir=None,
+                                            with_iuv={}, no_iuv={}),
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -524,6 +541,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         def load(split: str) -> Callable[[], SplitAnnotations]:
             return lambda: load_split_annotations(annotation_path(manual_dir, split))
 
+        self.info.metadata["iuv_dir"] = self._iuv_dir
         return {split: _LazySplit(load(split), self._make_generator(split, manual_dir)) for split in self._splits}
 
     def _make_generator(self, split: str, manual_dir: str):
@@ -559,10 +577,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                     raise UnreadableImage("the image entry has no file_name")
                 expected = (image.get("height"), image.get("width"))
                 expected = expected if all(isinstance(v, int) for v in expected) else None
-                data, shape, _ = read_image([os.path.join(manual_dir, f, file_name) for f in folders], expected)
+                data, shape, path = read_image([os.path.join(manual_dir, f, file_name) for f in folders], expected)
             except UnreadableImage as err:
                 for annotation in people:
                     skip("image", annotation.get("id"), image, str(err))
+                continue
+            try:
+                iuv = read_iuv(self._iuv_dir, os.path.relpath(path, manual_dir), shape) if self._iuv_dir else None
+            except Skip as err:
+                for annotation in people:
+                    skip("iuv", annotation.get("id"), image, str(err))
                 continue
             for annotation in people:
                 annotation_id = annotation.get("id")
@@ -575,13 +599,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 seen.add(annotation_id)
                 try:
                     converted = convert_annotation(annotation, split=split, image_id=image_id, image_bytes=data,
-                                                   image_shape=shape)
+                                                   image_shape=shape, iuv=iuv)
                 except InconsistentAnnotation as err:
                     skip("annotation", annotation_id, image, str(err))
                     continue
                 counts["records"] += 1
                 counts["keypoints_outside_image"] += converted.keypoints_outside_image
                 counts["records_without_segmentation"] += not converted.has_segmentation
+                count_iuv(counts, converted.record)
                 yield annotation_id, converted.record
 
         summary = {
@@ -592,13 +617,20 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             "records": counts["records"],
             "skipped_image": counts["skipped_image"],
             "skipped_annotation": counts["skipped_annotation"],
+            "skipped_iuv": counts["skipped_iuv"],
             "keypoints_outside_image": counts["keypoints_outside_image"],
             "records_without_segmentation": counts["records_without_segmentation"],
         }
         self.info.metadata["splits"][split] = summary
         self.info.metadata["skipped"][split] = skipped
+        self.info.metadata["with_iuv"][split] = counts["with_iuv"]
+        self.info.metadata["no_iuv"][split] = counts["no_iuv"]
         log = logging.warning if skipped else logging.info
         log("coco_densepose %s: %d records from %d DensePose annotations (%d people without DensePose data "
-            "not used); skipped %d for their image, %d inconsistent (listed in the dataset's metadata.json)",
-            split, summary["records"], summary["densepose_annotations"], summary["not_densepose"],
-            summary["skipped_image"], summary["skipped_annotation"])
+            "not used); skipped %d for their image, %d inconsistent, %d for their IUV map (listed in the "
+            "dataset's metadata.json)", split, summary["records"], summary["densepose_annotations"],
+            summary["not_densepose"], summary["skipped_image"], summary["skipped_annotation"],
+            summary["skipped_iuv"])
+        if self._iuv_dir:
+            logging.info("coco_densepose %s: %d record(s) with an IUV map from %s, %d without", split,
+                         counts["with_iuv"], self._iuv_dir, counts["no_iuv"])

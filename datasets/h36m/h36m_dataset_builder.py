@@ -16,7 +16,9 @@ of side ``200 * scale`` around ``center``), SPIN's 24 "ground truth" joints (J24
 as cocoplus19 keypoints in 2D (``part``, when the file has it) and 3D (``S``:
 metres, camera frame, root-centred), and the SMPL ``pose``/``shape`` exactly as
 stored where the file has them (``has_smpl``). Without SMPL fits the records carry
-the 3D keypoints only. README.md documents the conventions and their sources.
+the 3D keypoints only. With ``iuv_dir`` records also hold the frame's DensePose IUV
+map, ``DIR/images/<frame>_IUV.png`` or ``DIR/<frame>_IUV.png`` (``<frame>`` the image
+name without ``.jpg``). README.md documents the conventions and their sources.
 
 A row whose image cannot be read or whose annotation is inconsistent is skipped;
 each one is logged and listed, with the reason, in the dataset's metadata
@@ -39,10 +41,14 @@ from datasets._common import (
     PosedBody,
     Sized,
     Skip,
+    check_iuv_body,
+    count_iuv,
     fit_weak_perspective,
+    iuv_directory,
     joints_box,
     model_file,
     read_image,
+    read_iuv,
 )
 from dct_jax import npz_files
 from dct_jax.data import schema
@@ -325,13 +331,13 @@ class Notes:
 
 
 def convert_row(root: str, split: str, index: int, ann: Annotations,
-                body: PosedBody | None = None) -> tuple[dict[str, Any], Notes]:
-    """The record of row ``index`` of split ``split``.
+                body: PosedBody | None = None, iuv_dir: str | None = None) -> tuple[dict[str, Any], Notes]:
+    """The record of row ``index`` of split ``split``, with the frame's IUV map if ``iuv_dir`` has one.
 
     Raises:
-      Skip: an unsafe, missing or unreadable image, or an inconsistent row
-        (non-finite numbers, ``scale <= 0``, no labelled 3D joint, a camera
-        that does not fit).
+      Skip: an unsafe, missing or unreadable image, an IUV map of the wrong
+        size or format, or an inconsistent row (non-finite numbers, ``scale <=
+        0``, no labelled 3D joint, a camera that does not fit).
     """
     imgname = ann.imgname[index]
     path = image_path(root, imgname)
@@ -350,9 +356,12 @@ def convert_row(root: str, split: str, index: int, ann: Annotations,
     if not os.path.isfile(path):
         raise Skip(f"no image {path}")
     image, (height, width) = read_image(path)
+    iuv = read_iuv(iuv_dir, os.path.relpath(path, root), (height, width)) if iuv_dir else None
 
     crop_box = crop_box_of(center, scale)
     values: dict[str, Any] = {}
+    if iuv is not None:  # DensePose's chart is SMPL's, with or without a fit
+        values.update(iuv=iuv, has_iuv=True, body_model="smpl")
     visible = np.zeros(schema.NUM_KEYPOINTS, bool)
     if part is not None:
         keypoints, labelled = map_j24(part[:, :2], part[:, 2])
@@ -403,7 +412,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     }
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
 
-    def __init__(self, *, smpl_path: str | os.PathLike | None = None,
+    def __init__(self, *, smpl_path: str | os.PathLike | None = None, iuv_dir: str | os.PathLike | None = None,
                  manual_dir: str | os.PathLike | None = None, file_format: str | None = None, **kwargs: Any):
         """Args as ``tfds.core.GeneratorBasedBuilder``, plus:
 
@@ -411,6 +420,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
           smpl_path: SMPL model file; when given, records with SMPL fits also hold
             ``vertices`` and ``joints``, and a weak-perspective camera fitted to
             their 2D keypoints. Without it records keep the parameters only.
+          iuv_dir: a folder of DensePose IUV maps, ``<frame>_IUV.png`` (the
+            image name without ``.jpg``) in ``images/`` or the folder itself;
+            records of frames with a map hold it (``has_iuv``), the others are
+            counted in ``metadata["no_iuv"]``.
           manual_dir: the folder holding the ``h36m_<split>.npz`` files and the
             images; overrides the download config's ``manual_dir``.
           file_format: default ``"array_record"`` (tfrecord needs TensorFlow).
@@ -418,8 +431,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
         Raises:
           FileNotFoundError: ``smpl_path`` is not a file.
+          NotADirectoryError: ``iuv_dir`` is not a directory.
         """
         self._smpl_path = model_file(smpl_path)
+        self._iuv_dir = iuv_directory(iuv_dir)
         self._manual_dir_arg = None if manual_dir is None else os.fspath(manual_dir)
         super().__init__(file_format=file_format or "array_record", **kwargs)
 
@@ -435,6 +450,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         manual_dir = self._manual_dir_arg or getattr(dl_manager, "_manual_dir", None)
         root, annotations = locate(manual_dir)
         body = PosedBody(self._smpl_path) if self._smpl_path else None
+        check_iuv_body(self._iuv_dir, body.body_model if body else "smpl")
         metadata = self.info.metadata
         metadata.clear()
         metadata.update({
@@ -446,8 +462,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                           for split, a in annotations.items()},
             "body_model": body.body_model if body else "smpl",
             "smpl_path": self._smpl_path,
+            "iuv_dir": self._iuv_dir,
             "crop": "SPIN's: the square of side 200 * scale around center",
             "num_skipped": {}, "skipped": {}, "skipped_not_listed": {}, "keypoint_error_px": {},
+            "with_iuv": {}, "no_iuv": {},
         })
         logging.info("h36m: reading %s (%s)", root, ", ".join(
             f"{split} {len(a)} rows, fields {a.keys}" for split, a in annotations.items()))
@@ -456,9 +474,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, split: str, ann: Annotations, root: str, body: PosedBody | None):
         skipped, num_skipped, errors = [], 0, []
+        iuv_counts = {"with_iuv": 0, "no_iuv": 0}
         for index in range(len(ann)):
             try:
-                record, notes = convert_row(root, split, index, ann, body)
+                record, notes = convert_row(root, split, index, ann, body, self._iuv_dir)
             except Skip as err:
                 logging.warning("h36m %s: skipped row %d (%s): %s", split, index, ann.imgname[index], err)
                 num_skipped += 1
@@ -467,8 +486,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 continue
             if notes.keypoint_error_px is not None:
                 errors.append(notes.keypoint_error_px)
+            count_iuv(iuv_counts, record)
             yield index, record
         metadata = self.info.metadata
+        metadata["with_iuv"][split], metadata["no_iuv"][split] = iuv_counts["with_iuv"], iuv_counts["no_iuv"]
         metadata["num_skipped"][split] = num_skipped
         metadata["skipped"][split] = skipped
         metadata["skipped_not_listed"][split] = num_skipped - len(skipped)
@@ -478,3 +499,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             logging.warning("h36m %s: skipped %d of %d rows: %s", split, num_skipped, len(ann),
                             "; ".join(f"{s['image']} ({s['reason']})" for s in skipped[:_MAX_NAMED_MISSING])
                             + ("; ..." if num_skipped > _MAX_NAMED_MISSING else ""))
+        if self._iuv_dir:
+            logging.info("h36m %s: %d record(s) with an IUV map from %s, %d without", split,
+                         iuv_counts["with_iuv"], self._iuv_dir, iuv_counts["no_iuv"])

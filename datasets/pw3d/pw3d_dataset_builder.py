@@ -18,8 +18,11 @@ moved by name into cocoplus19, and the crop around the confident keypoints
 (1.2 x the longer side of their box, as SPIN). With SMPL models
 (``smpl_male_path``/``smpl_female_path``, else the neutral ``smpl_path``) the
 records also hold the posed mesh and joints and the weak-perspective camera
-of the crop, fitted to the perspective projection of the mesh. README.md
-documents the conventions and their sources.
+of the crop, fitted to the perspective projection of the mesh. With ``iuv_dir``
+records also hold the frame's DensePose IUV map,
+``DIR/imageFiles/<sequence>/image_NNNNN_IUV.png`` or ``DIR/<sequence>/image_NNNNN_IUV.png``
+(Detectron's naming; never a flat folder: frame names repeat across sequences).
+README.md documents the conventions and their sources.
 
 Frames the dataset itself marks as unusable (camera pose not valid for the
 actor, no 2D pose, fewer than :data:`MIN_KEYPOINTS` confident keypoints) are
@@ -46,12 +49,16 @@ from datasets._common import (
     PosedBody,
     Sized,
     Skip,
+    check_iuv_body,
+    count_iuv,
     crop_around,
     fit_weak_perspective,
+    iuv_directory,
     joints_box,
     model_file,
     read_body_file,
     read_image,
+    read_iuv,
 )
 from dct_jax.data import schema
 
@@ -349,8 +356,8 @@ class Notes:
 
 
 def convert_record(sequence: SequenceData, frame: int, actor: int, image: bytes, image_shape: tuple[int, int],
-                   body: PosedBody | None = None) -> tuple[dict[str, Any], Notes]:
-    """The record of ``actor`` in ``frame`` (a valid one, see :func:`invalid_reason`).
+                   body: PosedBody | None = None, iuv: bytes | None = None) -> tuple[dict[str, Any], Notes]:
+    """The record of ``actor`` in ``frame`` (a valid one, see :func:`invalid_reason`), with the frame's IUV map.
 
     Raises:
       Skip: an inconsistent annotation (NaN, a camera pose that is not a
@@ -422,7 +429,8 @@ def convert_record(sequence: SequenceData, frame: int, actor: int, image: bytes,
             record_id=f"{image_id}/actor{actor}", image_id=image_id, body_model=body_model,
             image=image, image_shape=(height, width), bbox=bbox, crop_box=crop_box,
             keypoints=keypoints, keypoints_visibility=visibility,
-            smpl_pose=pose_camera, smpl_betas=betas, gender=sequence.genders[actor], **mesh)
+            smpl_pose=pose_camera, smpl_betas=betas, gender=sequence.genders[actor],
+            iuv=iuv, has_iuv=iuv is not None, **mesh)
     except ValueError as err:
         raise Skip(f"inconsistent record: {err}") from None
     return record, notes
@@ -445,6 +453,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def __init__(self, *, smpl_path: str | os.PathLike | None = None,
                  smpl_male_path: str | os.PathLike | None = None,
                  smpl_female_path: str | os.PathLike | None = None,
+                 iuv_dir: str | os.PathLike | None = None,
                  splits: Sequence[str] = SPLITS, manual_dir: str | os.PathLike | None = None,
                  file_format: str | None = None, **kwargs: Any):
         """Args as ``tfds.core.GeneratorBasedBuilder``, plus:
@@ -458,6 +467,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             With any model, records of the actors it covers also hold
             ``vertices``, ``joints`` and a fitted ``camera``; without one
             they keep the parameters only.
+          iuv_dir: a folder of DensePose IUV maps, ``image_NNNNN_IUV.png``
+            (Detectron's naming) in ``imageFiles/<sequence>/`` or
+            ``<sequence>/``; records of frames with a map hold it
+            (``has_iuv``), the others are counted in ``metadata["no_iuv"]``.
           splits: some of :data:`SPLITS`; only their folders are needed.
           manual_dir: the folder holding ``sequenceFiles/`` and ``imageFiles/``;
             overrides the download config's ``manual_dir``.
@@ -466,10 +479,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
         Raises:
           FileNotFoundError: a model path that is not a file.
+          NotADirectoryError: ``iuv_dir`` is not a directory.
           ValueError: ``splits`` not distinct names of :data:`SPLITS`.
         """
         self._model_paths = {name: model_file(path, name) for name, path in (
             ("smpl_path", smpl_path), ("smpl_male_path", smpl_male_path), ("smpl_female_path", smpl_female_path))}
+        self._iuv_dir = iuv_directory(iuv_dir)
         splits = tuple(splits)
         if not splits or set(splits) - set(SPLITS) or len(set(splits)) != len(splits):
             raise ValueError(f"splits must be distinct names among {SPLITS}, got {splits}")
@@ -521,6 +536,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         for gender, path in self.mesh_models().items():
             if path is not None and path not in loaded:
                 loaded[path] = PosedBody(path)
+                check_iuv_body(self._iuv_dir, loaded[path].body_model, f"the {gender} model {path}")
             bodies[gender] = loaded.get(path) if path else None
         listed = {split: sum(s.num_actors * s.num_frames for s in seqs) for split, seqs in sequences.items()}
         metadata = self.info.metadata
@@ -528,6 +544,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         metadata.update({
             "source": HOMEPAGE,
             **self._model_paths,
+            "iuv_dir": self._iuv_dir,
             "mesh_model": self.mesh_models(),
             "camera": ("least squares on the perspective projection of the mesh (cam_intrinsics, cam_poses, trans) "
                        "where a model poses the actor; none (has_camera False) elsewhere"),
@@ -535,7 +552,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             "sequences": {split: [s.name for s in seqs] for split, seqs in sequences.items()},
             "listed": listed,
             "invalid_frames": {}, "invalid_frames_by_reason": {}, "num_skipped": {}, "skipped": {},
-            "meshes": {}, "keypoint_error_px": {}, "joint_position_error_mm": {},
+            "meshes": {}, "keypoint_error_px": {}, "joint_position_error_mm": {}, "with_iuv": {}, "no_iuv": {},
         })
         logging.info("pw3d: reading %s (%s records listed)", manual_dir,
                      ", ".join(f"{split} {n}" for split, n in listed.items()))
@@ -548,11 +565,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         skipped = list(skipped)
         invalid: collections.Counter[str] = collections.Counter({reason: 0 for reason in INVALID_REASONS})
         meshes: collections.Counter[str] = collections.Counter()
+        iuv_counts = {"with_iuv": 0, "no_iuv": 0}
         errors: dict[str, list[float]] = {"keypoint_error_px": [], "joint_position_error_mm": []}
         for sequence in sequences:
             for frame in range(sequence.num_frames):
                 image_file = os.path.join(IMAGE_FOLDER, sequence.name, IMAGE_NAME.format(frame))
-                image: tuple[bytes, tuple[int, int]] | Skip | None = None
+                image: tuple[bytes, tuple[int, int], bytes | None] | Skip | None = None
                 for actor in range(sequence.num_actors):
                     reason = invalid_reason(sequence, frame, actor)
                     if reason:
@@ -560,12 +578,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                         continue
                     record_id = f"{sequence.name}/{os.path.splitext(IMAGE_NAME.format(frame))[0]}/actor{actor}"
                     if image is None:
-                        image = _read_image(os.path.join(image_root, sequence.name, IMAGE_NAME.format(frame)))
+                        image = _read_frame(os.path.join(image_root, sequence.name, IMAGE_NAME.format(frame)),
+                                            self._iuv_dir, image_file)
                     body = bodies.get(sequence.genders[actor])
                     try:
                         if isinstance(image, Skip):
                             raise image
-                        record, notes = convert_record(sequence, frame, actor, image[0], image[1], body)
+                        record, notes = convert_record(sequence, frame, actor, image[0], image[1], body, image[2])
                     except Skip as err:
                         logging.warning("pw3d %s: skipped %s: %s", split, record_id, err)
                         skipped.append({"record": record_id, "file": image_file, "reason": str(err)})
@@ -574,6 +593,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                     for key, values in errors.items():
                         if getattr(notes, key) is not None:
                             values.append(getattr(notes, key))
+                    count_iuv(iuv_counts, record)
                     yield record_id, record
         metadata = self.info.metadata
         metadata["invalid_frames"][split] = sum(invalid.values())
@@ -581,6 +601,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         metadata["num_skipped"][split] = len(skipped)
         metadata["skipped"][split] = skipped
         metadata["meshes"][split] = {key: meshes[key] for key in ("male", "female", "none")}
+        metadata["with_iuv"][split], metadata["no_iuv"][split] = iuv_counts["with_iuv"], iuv_counts["no_iuv"]
         for key, values in errors.items():
             if values:
                 metadata[key][split] = {"median": float(np.median(values)), "max": float(np.max(values))}
@@ -589,12 +610,18 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         if skipped:
             logging.warning("pw3d %s: skipped %d: %s", split, len(skipped),
                             "; ".join(f"{s['record']} ({s['reason']})" for s in skipped))
+        if self._iuv_dir:
+            logging.info("pw3d %s: %d record(s) with an IUV map from %s, %d without", split,
+                         iuv_counts["with_iuv"], self._iuv_dir, iuv_counts["no_iuv"])
 
 
-def _read_image(path: str) -> tuple[bytes, tuple[int, int]] | Skip:
-    """``read_image``'s result, or the :class:`Skip` saying why it failed (shared by a frame's actors)."""
+def _read_frame(path: str, iuv_dir: str | None,
+                relative_path: str) -> tuple[bytes, tuple[int, int], bytes | None] | Skip:
+    """``read_image``'s result and the frame's IUV map (:func:`read_iuv`, in a sequence folder of
+    ``iuv_dir``, never flat), or the :class:`Skip` saying why it failed (shared by a frame's actors)."""
     try:
-        return read_image(path)
+        image, shape = read_image(path)
+        return image, shape, read_iuv(iuv_dir, relative_path, shape, flat=False) if iuv_dir else None
     except Skip as err:
         return err
     except OSError as err:

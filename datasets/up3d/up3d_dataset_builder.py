@@ -8,6 +8,10 @@ or from Python, with the SMPL-dependent fields (``vertices``, ``joints``)::
 
     Builder(data_dir=D, manual_dir=M, smpl_path="basicModel_neutral_lbs_10_207_0_v1.0.0.pkl").download_and_prepare()
 
+With ``--iuv_dir=DIR`` (``Builder(iuv_dir=DIR)``) records also hold the DensePose
+IUV map of their image, ``DIR/NNNNN_image_IUV.png`` or ``DIR/up-3d/NNNNN_image_IUV.png``
+(:func:`datasets._common.read_iuv`).
+
 Read::
 
     source = tfds.data_source("up3d", data_dir=D, split="trainval")   # train, val, test, trainval
@@ -42,12 +46,16 @@ from datasets._common import (  # noqa: F401  (shared with the other builders; t
     PosedBody,
     Sized,
     Skip,
+    check_iuv_body,
+    count_iuv,
     crop_around,
     fit_weak_perspective,
+    iuv_directory,
     joints_box,
     model_file,
     read_body_file,
     read_image,
+    read_iuv,
 )
 from dct_jax.data import schema
 
@@ -370,15 +378,22 @@ class Notes:
     keypoint_error_px: float | None = None  # median |camera projection - labelled LSP joint|, image pixels
 
 
-def convert_example(root: str, image_id: str, body: PosedBody | None = None) -> tuple[dict[str, Any], Notes]:
+def convert_example(root: str, image_id: str, body: PosedBody | None = None,
+                    iuv_dir: str | None = None) -> tuple[dict[str, Any], Notes]:
     """The record of image ``image_id`` (``"00001"``) of the UP-3D folder ``root``.
 
+    With ``iuv_dir`` the record holds the image's DensePose IUV map if
+    ``iuv_dir`` has one (:func:`read_iuv` of ``up-3d/NNNNN_image.png``).
+
     Raises:
-      Skip: an unreadable image or file, or an inconsistent annotation.
+      Skip: an unreadable image or file, an IUV map of the wrong size or
+        format, or an inconsistent annotation.
     """
     prefix = os.path.join(root, image_id)
     notes = Notes()
     image, (height, width) = read_image(prefix + "_image.png")
+    # <iuv_dir>/up-3d/NNNNN_image_IUV.png (mirroring the manual directory) or <iuv_dir>/NNNNN_image_IUV.png
+    iuv = read_iuv(iuv_dir, f"{FOLDER}/{image_id}_image.png", (height, width)) if iuv_dir else None
     fit = parse_fit(read_body_file(prefix + "_body.pkl"), f"{image_id}_body.pkl")
     xy, visibility = read_joints(prefix + "_joints.npy")
     camera = FitCamera(focal=fit.focal, translation=fit.translation, crop=read_crop_info(prefix + "_fit_crop_info.txt"))
@@ -419,7 +434,7 @@ def convert_example(root: str, image_id: str, body: PosedBody | None = None) -> 
             record_id=f"up3d/{image_id}", image_id=f"{image_id}_image.png", body_model=body_model,
             image=image, image_shape=(height, width), bbox=bbox, crop_box=crop_box,
             keypoints=keypoints, keypoints_visibility=keypoint_visibility,
-            smpl_pose=fit.pose, smpl_betas=fit.betas, camera=weak, **mesh)
+            smpl_pose=fit.pose, smpl_betas=fit.betas, camera=weak, iuv=iuv, has_iuv=iuv is not None, **mesh)
     except ValueError as err:
         raise Skip(f"inconsistent record: {err}") from None
     return record, notes
@@ -438,7 +453,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     }
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
 
-    def __init__(self, *, smpl_path: str | os.PathLike | None = None,
+    def __init__(self, *, smpl_path: str | os.PathLike | None = None, iuv_dir: str | os.PathLike | None = None,
                  manual_dir: str | os.PathLike | None = None, file_format: str | None = None, **kwargs: Any):
         """Args as ``tfds.core.GeneratorBasedBuilder``, plus:
 
@@ -448,6 +463,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             records also hold ``vertices`` and ``joints`` and the camera is
             fitted to the projected mesh. Without it records keep the
             parameters only.
+          iuv_dir: a folder of DensePose IUV maps, ``NNNNN_image_IUV.png``
+            (Detectron's naming), in ``up-3d/`` or the folder itself; records of images with a map hold it
+            (``has_iuv``), the others are counted in ``metadata["no_iuv"]``.
           manual_dir: the folder holding ``up-3d/``; overrides the download
             config's ``manual_dir`` (``python -m datasets ... --manual_dir``).
           file_format: default ``"array_record"`` (tfrecord needs TensorFlow).
@@ -455,8 +473,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
         Raises:
           FileNotFoundError: ``smpl_path`` is not a file.
+          NotADirectoryError: ``iuv_dir`` is not a directory.
         """
         self._smpl_path = model_file(smpl_path)
+        self._iuv_dir = iuv_directory(iuv_dir)
         self._manual_dir_arg = None if manual_dir is None else os.fspath(manual_dir)
         super().__init__(file_format=file_format or "array_record", **kwargs)
 
@@ -472,17 +492,20 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         manual_dir = self._manual_dir_arg or getattr(dl_manager, "_manual_dir", None)
         root, ids = locate(manual_dir)
         body = PosedBody(self._smpl_path) if self._smpl_path else None
+        check_iuv_body(self._iuv_dir, body.body_model if body else "smpl")
         metadata = self.info.metadata
         metadata.clear()
         metadata.update({
             "source": ARCHIVE_URL,
             "body_model": body.body_model if body else "smpl",
             "smpl_path": self._smpl_path,
+            "iuv_dir": self._iuv_dir,
             "camera": ("least squares on the perspective projection of the mesh" if body else
                        "the perspective camera at the body origin's depth"),
             "crop_scale": CROP_SCALE,
             "listed": {split: len(v) for split, v in ids.items()},
             "num_skipped": {}, "skipped": {}, "box_from_joints": {}, "j2d_error_px": {}, "keypoint_error_px": {},
+            "with_iuv": {}, "no_iuv": {},
         })
         logging.info("up3d: reading %s (%s)", root,
                      ", ".join(f"{split} {len(v)}" for split, v in ids.items()))
@@ -491,10 +514,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, split: str, ids: list[str], root: str, body: PosedBody | None):
         skipped, from_joints = [], []
+        iuv_counts = {"with_iuv": 0, "no_iuv": 0}
         errors: dict[str, list[float]] = {"j2d_error_px": [], "keypoint_error_px": []}
         for image_id in ids:
             try:
-                record, notes = convert_example(root, image_id, body)
+                record, notes = convert_example(root, image_id, body, self._iuv_dir)
             except Skip as err:
                 logging.warning("up3d %s: skipped %s_image.png: %s", split, image_id, err)
                 skipped.append({"image": f"{image_id}_image.png", "reason": str(err)})
@@ -504,8 +528,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             for key, values in errors.items():
                 if getattr(notes, key) is not None:
                     values.append(getattr(notes, key))
+            count_iuv(iuv_counts, record)
             yield image_id, record
         metadata = self.info.metadata
+        metadata["with_iuv"][split], metadata["no_iuv"][split] = iuv_counts["with_iuv"], iuv_counts["no_iuv"]
         metadata["num_skipped"][split] = len(skipped)
         metadata["skipped"][split] = skipped
         metadata["box_from_joints"][split] = from_joints
@@ -518,3 +544,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         if from_joints:
             logging.warning("up3d %s: %d person box(es) from the labelled joints instead of the rendered fit",
                             split, len(from_joints))
+        if self._iuv_dir:
+            logging.info("up3d %s: %d record(s) with an IUV map from %s, %d without", split,
+                         iuv_counts["with_iuv"], self._iuv_dir, iuv_counts["no_iuv"])
