@@ -15,8 +15,8 @@ splits; its evaluation protocol follows from the name (``dct_jax/protocols.py``,
 The model takes the photo alone (ResNet-101) with the supervision the dataset
 has; override anything on the command line. The builders do not make IUV maps
 (DensePose predictions), so the paper's image + IUV models
-(``--config.model.inputs=image_iuv``) need records that carry them
-(docs/evaluation.md, "No IUV maps").
+(``--config.model.inputs=image_iuv``) need records that carry them: build
+with ``--iuv_dir`` holding DensePose's ``<image>_IUV.png`` maps (docs/evaluation.md).
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ Human3.6M. Evaluation is on UP-3D's test split with the official protocol.
         [--config.train_mixture=up3d:trainval=1,coco_densepose:train=1,h36m:train=1]
 
 The paper does not state mixing ratios; equal weights are the default. The
-model takes the photo alone by default, because the dataset builders do not
-produce IUV maps (DensePose predictions); with records that carry them, set
-``--config.model.inputs=image_iuv``.
+model takes the photo alone by default, because records carry IUV maps only
+when built with ``--iuv_dir`` (DensePose's predictions, which you make); with
+them, set ``--config.model.inputs=image_iuv``.
 """
 
 from __future__ import annotations
