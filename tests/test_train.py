@@ -5,13 +5,11 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from conftest import tiny_config
 
@@ -88,15 +86,7 @@ def test_config_errors_are_clear(tiny_data_dir, tmp_path):
         train.train_and_evaluate(config, str(tmp_path / "c"))
 
 
-def _final_params(workdir):
-    manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
-    step = manager.latest_step()
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    manager.close()
-    return step, restored["state"]
-
-
-def test_resume_matches_an_uninterrupted_run_and_counts_skipped_records(tiny_data_dir, tmp_path, monkeypatch):
+def test_run_writes_its_report_and_counts_skipped_records(tiny_data_dir, tmp_path, monkeypatch):
     config = tiny_config(tiny_data_dir)
     full = str(tmp_path / "full")
     report = train.train_and_evaluate(config, full)
@@ -107,18 +97,7 @@ def test_resume_matches_an_uninterrupted_run_and_counts_skipped_records(tiny_dat
     assert set(saved["baseline_mean_params"]) == set(saved["metrics"])
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(full))
 
-    # "Killed" after the step-2 checkpoint: a copy of the workdir without later steps.
-    resumed = str(tmp_path / "resumed")
-    shutil.copytree(full, resumed, ignore=shutil.ignore_patterns("4", "eval_*.json"))
-    assert sorted(os.listdir(os.path.join(resumed, "checkpoints"))) == ["2"]
-    report2 = train.train_and_evaluate(config, resumed)
-    step, a = _final_params(full)
-    step2, b = _final_params(resumed)
-    assert step == step2 == 4
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
-    for key, value in report["metrics"].items():
-        assert report2["metrics"][key] == pytest.approx(value, rel=1e-4)
+    # Resuming after a kill is tested in test_scale.py (SIGTERM, SIGKILL at any moment).
 
     # A corrupt record is skipped, counted and logged; the run goes on.
     real_load = pipeline.load_source
