@@ -261,3 +261,14 @@ def test_global_batches_do_not_depend_on_the_process_count(source):
     for k in (0, 1):
         for key in ("image", "keypoints", "smpl_pose", "dense_xy"):
             np.testing.assert_array_equal(np.concatenate([halves[0][k][key], halves[1][k][key]]), whole[k][key])
+
+
+def test_eval_examples_do_not_depend_on_the_process_count(tiny_data_dir):
+    # Dense keypoints are sampled per record: the same sample on 1 or 2 processes.
+    source = pipeline.load_source("synthetic", data_dir=tiny_data_dir, split="test")
+    spec = _spec(inputs=("image",), num_dense=8)
+    whole = pipeline.eval_dataset(source, spec, batch_size=2)[0]
+    second = pipeline.eval_dataset(source, spec, batch_size=1, shard_index=1, shard_count=2)[0]
+    assert second["record_index"][0] == whole["record_index"][1] == 1
+    np.testing.assert_array_equal(second["dense_xy"][0], whole["dense_xy"][1])
+    np.testing.assert_array_equal(second["dense_vertex_ids"][0], whole["dense_vertex_ids"][1])

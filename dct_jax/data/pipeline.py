@@ -485,10 +485,11 @@ def parse_mixture(text: str, default_split: str) -> list[tuple[str, str, float]]
 def eval_dataset(source: Any, spec: ExampleSpec, *, batch_size: int, shard_index: int = 0,
                  shard_count: int = 1) -> grain.MapDataset:
     """Every record once, in order, no augmentation; the last batch padded with ``valid = 0``."""
-    ds = grain.MapDataset.source(IndexedSource(source))
+    # Mapped before sharding: each record's generator (dense keypoint sampling) follows its
+    # index in the split, so an example is the same whatever the number of processes.
+    ds = grain.MapDataset.source(IndexedSource(source)).random_map(ProcessRecord(spec, train=False), seed=0)
     if shard_count > 1:
         ds = ds[shard_index::shard_count]
-    ds = ds.random_map(ProcessRecord(spec, train=False), seed=0)
     pad = (-len(ds)) % batch_size
     if pad:
         blank = empty_example(spec.without_augmentation())
