@@ -272,3 +272,45 @@ def test_eval_examples_do_not_depend_on_the_process_count(tiny_data_dir):
     assert second["record_index"][0] == whole["record_index"][1] == 1
     np.testing.assert_array_equal(second["dense_xy"][0], whole["dense_xy"][1])
     np.testing.assert_array_equal(second["dense_vertex_ids"][0], whole["dense_vertex_ids"][1])
+
+
+def test_body_assets_load_once_across_threads(monkeypatch):
+    # grain's read threads meet their first records together: one load, shared.
+    import threading
+    import time
+
+    calls = []
+
+    def slow_chart(name):
+        calls.append(name)
+        time.sleep(0.2)
+        return f"chart of {name}"
+
+    monkeypatch.setattr(pipeline.densepose, "load_chart", slow_chart)
+    try:
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(
+            pipeline.body_assets("threads-test", with_mirror=False))) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert calls == ["threads-test"] and len(results) == 4
+        assert all(result is results[0] for result in results)
+    finally:
+        pipeline._load_body_assets.cache_clear()
+
+
+def test_the_iuv_map_is_decoded_only_when_used(source, monkeypatch):
+    # Image input, dense keypoints from the records' annotations: the IUV map is not needed.
+    record = source[0]
+    assert record["has_dense"] and record["has_iuv"]
+    decoded = []
+    real = schema.decode_iuv
+    monkeypatch.setattr(pipeline.schema, "decode_iuv", lambda data: decoded.append(1) or real(data))
+    process = lambda spec: pipeline.ProcessRecord(spec, train=False).random_map(  # noqa: E731
+        (0, record), np.random.default_rng(0))
+    assert process(_spec(inputs=("image",), dense_source="auto"))["valid"] == 1 and not decoded
+    process(_spec(inputs=("image",), dense_source="iuv"))
+    process(_spec(inputs=("image", "iuv"), dense_source="auto"))
+    assert len(decoded) == 2

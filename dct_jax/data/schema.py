@@ -329,12 +329,13 @@ def validate_record(record: Mapping[str, Any]) -> None:
 def upgrade_record(record: Mapping[str, Any]) -> dict[str, Any]:
     """A record read from a dataset built before :data:`ADDED_FIELDS` existed, completed.
 
-    The added fields get their defaults (and their flags False); other fields
+    The added fields (absent, or None as TFDS reads them) get their defaults (and their flags False); other fields
     are left as they are (:func:`validate_record` still checks them).
     """
     record = dict(record)
     for name in ADDED_FIELDS:
-        if name not in record:
+        # TFDS reads a field its stored features lack as None.
+        if record.get(name) is None:
             record[name] = FIELDS_BY_NAME[name].default()
     return record
 
@@ -388,6 +389,8 @@ def encode_image(rgb: np.ndarray, *, ext: str = ".jpg", quality: int = 90) -> by
 
 def decode_image(data: bytes) -> np.ndarray:
     """Encoded ``image`` bytes -> ``(H, W, 3)`` uint8 RGB."""
+    if hasattr(cv2, "IMREAD_COLOR_RGB"):  # recent OpenCV: RGB straight from the decoder, the same pixels
+        return _decode(data, cv2.IMREAD_COLOR_RGB, "image")
     bgr = _decode(data, cv2.IMREAD_COLOR, "image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
