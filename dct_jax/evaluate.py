@@ -23,7 +23,6 @@ import os
 from typing import Any, Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from dct_jax import keypoints, protocols, smpl
