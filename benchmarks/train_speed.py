@@ -1,8 +1,9 @@
 """Images/s of DCT's full train step: ours (``train.train_step``, jax.jit) vs its PyTorch twin.
 
 Ours is the real training code path with ``configs/ours_dc.py``: two-branch
-ResNet-50 (image) + ResNet-18 (IUV) regressor, the body model (the free default
-body, or ``--smpl_path``), keypoint + dense losses, Adam, all in
+ResNet-50 (image) + ResNet-18 (IUV) regressor, the body model (``--smpl_path``, or
+the free default body with random pose blend shapes of SMPL's size, see
+``benchmark_body``), keypoint + dense losses, Adam, all in
 ``train.train_step`` jitted (and its state donated) as ``train.train_and_evaluate``
 does, on a synthetic batch with the pipeline's exact fields (random images and
 IUV, 19 keypoints and 400 dense points with valid faces and barycentrics, all
@@ -40,7 +41,8 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -51,13 +53,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, ROOT)
 
-import torch_resnet  # noqa: E402  (test-only twins)
-import torch_train_step  # noqa: E402
+import torch_resnet  # test-only twins
+import torch_train_step
 
-from configs import ours_dc  # noqa: E402
-from dct_jax import train  # noqa: E402
-from dct_jax.data import pipeline  # noqa: E402
-from dct_jax.models import regressor as regressor_lib  # noqa: E402
+from configs import ours_dc
+from dct_jax import train
+from dct_jax.data import pipeline
+from dct_jax.models import regressor as regressor_lib
 
 TINY = {"depth": 14, "aux_depth": 10, "width": 8, "feature_dim": 32, "hidden_dim": 16}
 
@@ -113,14 +115,29 @@ def synthetic_batch(config, faces: np.ndarray, *, seed: int = 0) -> dict[str, np
     return device
 
 
+def benchmark_body(config):
+    """``train.load_body(config)``; the free default body gets random pose blend shapes.
+
+    The default body has none (its ``posedirs`` are zeros) and XLA folds the
+    zeros of a jitted constant, while a real SMPL model's pose correctives cost
+    both frameworks a ``[V * 3, 207]`` matmul each way; random ones of SMPL's
+    size (a few mm) make the default body cost what SMPL costs.
+    """
+    body, layout = train.load_body(config)
+    if config.smpl_path is None:
+        posedirs = 0.005 * np.random.default_rng(4).standard_normal(body.posedirs.shape).astype(np.float32)
+        body = body.replace(posedirs=jnp.asarray(posedirs))
+    return body, layout
+
+
 class Ours:
     """Our model, body, optimizer and state for ``config`` (the pieces ``train_and_evaluate`` builds)."""
 
-    def __init__(self, config, seed: int = 0):
+    def __init__(self, config, seed: int = 0, **model_overrides: Any):
         self.config = config
-        self.model = train.create_model(config.model)
+        self.model = train.create_model(config.model).clone(**model_overrides)
         self.tx, _ = train.create_optimizer(config)
-        self.body, self.layout = train.load_body(config)
+        self.body, self.layout = benchmark_body(config)
         self.weights = train.loss_weights(config)
         self.state = train.initial_state(self.model, self.tx, config, jax.random.key(seed), pretrained=False)
         self.kwargs = {"model": self.model, "body": self.body, "layout": self.layout, "weights": self.weights,
@@ -155,9 +172,9 @@ class Ours:
 # ----------------------------------------------------------------------------- timed variants
 
 
-def ours_variant(config, batch_np: Mapping[str, np.ndarray], features: np.ndarray):
+def ours_variant(config, batch_np: Mapping[str, np.ndarray], features: np.ndarray, **model_overrides: Any):
     """(train step, after-encoders) closures for our code; each blocks until done."""
-    ours = Ours(config)
+    ours = Ours(config, **model_overrides)
     batch = {k: jnp.asarray(v) for k, v in batch_np.items()}
     step = ours.step_fn(donate=True)
     head_grad = jax.jit(jax.value_and_grad(ours.head_loss, argnums=(0, 1)))
@@ -176,7 +193,7 @@ def ours_variant(config, batch_np: Mapping[str, np.ndarray], features: np.ndarra
 
 def torch_variant(config, batch_np: Mapping[str, np.ndarray], features: np.ndarray, device: torch.device):
     """(train step, after-encoders) closures for the PyTorch twin."""
-    body, layout = train.load_body(config)
+    body, layout = benchmark_body(config)
     model = torch_resnet.TorchRegressor().to(device)
     twin = torch_train_step.TorchTrainStep(model, torch_train_step.TorchBody(body, layout, device),
                                            train.loss_weights(config), learning_rate=config.learning_rate)
@@ -199,15 +216,28 @@ def torch_variant(config, batch_np: Mapping[str, np.ndarray], features: np.ndarr
     return run_step, run_head
 
 
-def timed(fn: Callable[[], None], min_seconds: float = 0.0) -> float:
-    """Seconds per call: one call, or the mean of as many as fill ``min_seconds``."""
-    calls, start = 0, time.perf_counter()
-    while True:
+def timed(fn: Callable[[], None]) -> float:
+    """Seconds of one call."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def timed_steady(fn: Callable[[], None], min_seconds: float) -> float:
+    """Seconds per call in the steady state: the median call over ``min_seconds``, after one untimed call.
+
+    The first calls after a train step are erratic in both frameworks (single
+    calls up to 10x the usual, page faults of memory the step freed), and a
+    mean over a few dozen calls of a millisecond-scale function would mostly
+    measure those.
+    """
+    fn()
+    calls, start = [], time.perf_counter()
+    while not calls or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter()
         fn()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return elapsed / calls
+        calls.append(time.perf_counter() - t0)
+    return statistics.median(calls)
 
 
 # ----------------------------------------------------------------------------- check
@@ -320,8 +350,11 @@ def main(argv=None) -> None:
     parser.add_argument("--smpl_path", default=None, help="an SMPL .pkl/.npz (default: the free default body)")
     parser.add_argument("--check", action="store_true", help="compare the twin's loss and gradients with ours first")
     parser.add_argument("--no_bfloat16", action="store_true", help="skip the bfloat16 variant")
+    parser.add_argument("--xla_conv_grads", action="store_true",
+                        help="also time ours with XLA's convolution kernel gradients (Regressor(matmul_kernel_grad=False))")
     parser.add_argument("--head_seconds", type=float, default=0.5,
-                        help="time the after-encoder part over this long per round (it takes milliseconds)")
+                        help="time the after-encoder part over this long per round (it takes milliseconds); "
+                             "a round's figure is its median call")
     args = parser.parse_args(argv)
     jax_device, torch_device = pick_devices(args.device)
 
@@ -336,6 +369,8 @@ def main(argv=None) -> None:
 
         variants = {"torch float32": torch_variant(config, batch, features, torch_device)}
         variants["ours float32"] = ours_variant(config, batch, features)
+        if args.xla_conv_grads:
+            variants["ours xla-conv"] = ours_variant(config, batch, features, matmul_kernel_grad=False)
         if not args.no_bfloat16:
             variants["ours bfloat16"] = ours_variant(make_config(args.batch, args.size, args.smpl_path, "bfloat16"),
                                                      batch, features)
@@ -354,7 +389,7 @@ def main(argv=None) -> None:
             for name in names[r % len(names):] + names[: r % len(names)]:
                 step, head = variants[name]
                 times[name]["step"].append(timed(step))
-                times[name]["head"].append(timed(head, args.head_seconds))
+                times[name]["head"].append(timed_steady(head, args.head_seconds))
             print(f"  round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
 
     med = {n: {k: args.batch / statistics.median(v) for k, v in t.items()} for n, t in times.items()}

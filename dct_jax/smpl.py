@@ -451,27 +451,25 @@ def lbs(model: SMPLModel, rotmats: jnp.ndarray, betas: jnp.ndarray
     joints, transforms = geometry.rigid_transform_chain(rotmats, rest_joints, model.parents)
     per_joint = transforms.transpose(1, 2, 3, 0).reshape(num_joints, 12 * n)
 
-    # Blend shapes and skinning are independent per vertex. They run over
-    # chunks of vertices so that each chunk's (C, 3, 4, N) blended transforms
-    # stay in cache; the last chunk is shifted back to end at V (overlapping
-    # its predecessor) so that no model array is padded or copied.
+    # The skinning runs over chunks of vertices so that each chunk's (C, 3, 4,
+    # N) blended transforms stay in cache. Small batches compute the blend
+    # shapes over all vertices at once first (each model array read in place,
+    # once forward and once backward; sliced per chunk, XLA copies posedirs'
+    # chunks, which costs more than the blend at these sizes).
     chunk = _vertex_chunk_size(num_vertices, n)
-    starts = jnp.asarray(_chunk_starts(num_vertices, chunk), jnp.int32)
-
-    def one_chunk(start):
-        return _blend_and_skin(start, chunk, pose_feature, betas, per_joint, model.v_template,
-                               model.shapedirs, model.posedirs, model.lbs_weights)
-
-    if len(starts) == 1:
-        # One chunk: the blend shapes outside the skinning VJP, so that XLA can
-        # run them concurrently with the joint regression and the chain.
-        v_posed = _blend_shapes(pose_feature, betas, model.v_template, model.shapedirs,
-                                model.posedirs)
-        chunks = _skin_points(v_posed, per_joint, model.lbs_weights)[None]
+    if n <= _WHOLE_BLEND_MAX_BATCH or chunk == num_vertices:
+        v_posed = _blend_shapes(pose_feature, betas, model.v_template, model.shapedirs, model.posedirs)
+        vertices = _skin_points(v_posed, per_joint, model.lbs_weights, chunk)
     else:
-        chunks = jax.lax.map(one_chunk, starts)  # (num_chunks, C, 3, N)
-    overlap = len(starts) * chunk - num_vertices
-    vertices = jnp.concatenate([chunks[:-1].reshape(-1, 3, n), chunks[-1, overlap:]], axis=0)
+        # Larger batches: the blend shapes too per chunk, in cache with the skinning.
+        def one_chunk(start):
+            return _blend_and_skin(start, chunk, pose_feature, betas, per_joint, model.v_template,
+                                   model.shapedirs, model.posedirs, model.lbs_weights)
+
+        starts = _chunk_starts(num_vertices, chunk)
+        chunks = jax.lax.map(one_chunk, jnp.asarray(starts, jnp.int32))  # (num_chunks, C, 3, N)
+        overlap = len(starts) * chunk - num_vertices
+        vertices = jnp.concatenate([chunks[:-1].reshape(-1, 3, n), chunks[-1, overlap:]], axis=0)
     return vertices.transpose(2, 0, 1), joints
 
 
@@ -501,6 +499,12 @@ def _regress_joints(model: SMPLModel, betas: jnp.ndarray) -> jnp.ndarray:
 _CHUNK_ELEMENTS = 65536
 
 
+# Batches up to this size blend all vertices before skinning in chunks; larger
+# ones blend and skin per chunk (benchmarks/smpl_speed.py: 1.5x faster forward
+# and backward at batch 16, the per-chunk blend faster from batch 64 up).
+_WHOLE_BLEND_MAX_BATCH = 32
+
+
 def _vertex_chunk_size(num_vertices: int, batch: int) -> int:
     return int(min(num_vertices, max(256, _CHUNK_ELEMENTS // max(batch, 1))))
 
@@ -508,6 +512,48 @@ def _vertex_chunk_size(num_vertices: int, batch: int) -> int:
 def _chunk_starts(num_vertices: int, chunk: int) -> list[int]:
     num_chunks = -(-num_vertices // chunk)
     return [min(i * chunk, num_vertices - chunk) for i in range(num_chunks)]
+
+
+def _blend_shapes(pose_feature, betas, v_template, shapedirs, posedirs):
+    """``(C, 3, N)`` template plus shape and pose blend shapes of C vertices,
+    each one ``(C * 3, K) @ (K, N)`` matmul.
+
+    The optimization barriers keep XLA from fusing the sum into the matmuls:
+    on CPU the fused kernel is up to 2x slower than the plain matmul.
+    """
+    c = v_template.shape[0]
+    shaped = jax.lax.optimization_barrier(shapedirs.reshape(c * 3, -1) @ betas.T)
+    posed = jax.lax.optimization_barrier(posedirs.reshape(c * 3, -1) @ pose_feature.T)
+    return (shaped + posed).reshape(c, 3, -1) + v_template[:, :, None]
+
+
+def _blend_transforms(lbs_weights, per_joint):
+    """``(C, 3, 4, N)``: each vertex's transform, the skinning-weighted sum of
+    its joints' ``per_joint (J, 12 N)`` transforms."""
+    return (lbs_weights @ per_joint).reshape(lbs_weights.shape[0], 3, 4, -1)
+
+
+def _apply_transforms(blended: jnp.ndarray, v_posed: jnp.ndarray) -> jnp.ndarray:
+    """``(C, 3, 4, N)`` transforms applied to ``(C, 3, N)`` points -> ``(C, 3, N)``.
+
+    Four broadcast multiply-adds, which XLA fuses into one pass (a batched 3x3
+    einsum is several times slower on CPU).
+    """
+    return (blended[:, :, 0] * v_posed[:, None, 0] + blended[:, :, 1] * v_posed[:, None, 1]
+            + blended[:, :, 2] * v_posed[:, None, 2] + blended[:, :, 3])
+
+
+def _apply_transforms_vjp(grad, blended, v_posed):
+    """Cotangents of :func:`_apply_transforms`: ``(C, 12 N)`` for the
+    transforms (laid out like ``per_joint``) and ``(C, 3, N)`` for the points,
+    each one fused elementwise pass."""
+    c, _, n = grad.shape
+    # out[r] = sum_k blended[r, k] * v_posed_h[k] with v_posed_h = (v_posed, 1).
+    grad_blended = jnp.stack([grad * v_posed[:, None, 0], grad * v_posed[:, None, 1],
+                              grad * v_posed[:, None, 2], grad], axis=2).reshape(c, 12 * n)
+    grad_v_posed = (grad[:, 0:1] * blended[:, 0, :3] + grad[:, 1:2] * blended[:, 1, :3]
+                    + grad[:, 2:3] * blended[:, 2, :3])
+    return grad_blended, grad_v_posed
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -521,7 +567,7 @@ def _blend_and_skin(start, chunk, pose_feature, betas, per_joint, v_template, sh
       per_joint: ``(J, 3 * 4 * N)`` per-joint transforms, laid out (J, 3, 4, N).
       v_template, shapedirs, posedirs, lbs_weights: the model's whole arrays
         (sliced here, so that the VJP's residuals are loop-invariant and a
-        ``lax.map`` over chunks stacks nothing).
+        ``lax.map`` over chunks stacks only the chunk's posed template).
 
     Returns:
       ``(C, 3, N)`` skinned vertices (examples innermost, so the elementwise
@@ -530,16 +576,6 @@ def _blend_and_skin(start, chunk, pose_feature, betas, per_joint, v_template, sh
     v_posed, blended = _chunk_intermediates(start, chunk, pose_feature, betas, per_joint,
                                             v_template, shapedirs, posedirs, lbs_weights)
     return _apply_transforms(blended, v_posed)
-
-
-def _apply_transforms(blended: jnp.ndarray, v_posed: jnp.ndarray) -> jnp.ndarray:
-    """``(C, 3, 4, N)`` transforms applied to ``(C, 3, N)`` points -> ``(C, 3, N)``.
-
-    Four broadcast multiply-adds, which XLA fuses into one pass (a batched 3x3
-    einsum is several times slower on CPU).
-    """
-    return (blended[:, :, 0] * v_posed[:, None, 0] + blended[:, :, 1] * v_posed[:, None, 1]
-            + blended[:, :, 2] * v_posed[:, None, 2] + blended[:, :, 3])
 
 
 def _take(array, start, chunk):
@@ -554,33 +590,22 @@ def _chunk_intermediates(start, chunk, pose_feature, betas, per_joint, v_templat
     return v_posed, _blend_transforms(_take(lbs_weights, start, chunk), per_joint)
 
 
-def _blend_shapes(pose_feature, betas, v_template, shapedirs, posedirs):
-    """``(C, 3, N)`` template plus shape and pose blend shapes of C vertices,
-    each one ``(C * 3, K) @ (K, N)`` matmul."""
-    c = v_template.shape[0]
-    return ((shapedirs.reshape(c * 3, -1) @ betas.T + posedirs.reshape(c * 3, -1) @ pose_feature.T
-             ).reshape(c, 3, -1) + v_template[:, :, None])
-
-
-def _blend_transforms(lbs_weights, per_joint):
-    """``(C, 3, 4, N)``: each vertex's transform, the skinning-weighted sum of
-    its joints' ``per_joint (J, 12 N)`` transforms."""
-    return (lbs_weights @ per_joint).reshape(lbs_weights.shape[0], 3, 4, -1)
-
-
 def _blend_and_skin_fwd(start, chunk, *args):
-    return _blend_and_skin(start, chunk, *args), (start, *args)
+    v_posed, blended = _chunk_intermediates(start, chunk, *args)
+    return _apply_transforms(blended, v_posed), (start, v_posed, *args)
 
 
 def _blend_and_skin_bwd(chunk, residuals, grad):
-    """Hand-written VJP: recomputes the chunk's intermediates (cheaper than
-    storing them) and keeps every step a matmul or a fused elementwise pass."""
-    start, pose_feature, betas, per_joint, v_template, shapedirs, posedirs, lbs_weights = residuals
-    v_posed, blended = _chunk_intermediates(start, chunk, *residuals[1:])
+    """Hand-written VJP: keeps the chunk's posed template ``(C, 3, N)`` (small;
+    recomputing it would read posedirs again), recomputes the blended
+    transforms (12x larger, cheap to recompute) and keeps every step a matmul
+    or a fused elementwise pass."""
+    start, v_posed, pose_feature, betas, per_joint, v_template, shapedirs, posedirs, lbs_weights = residuals
+    weights_chunk = _take(lbs_weights, start, chunk)
+    blended = _blend_transforms(weights_chunk, per_joint)
     n = grad.shape[-1]
     grad_blended, grad_v_posed = _apply_transforms_vjp(grad, blended, v_posed)
     grad_flat = grad_v_posed.reshape(chunk * 3, n)
-    weights_chunk = _take(lbs_weights, start, chunk)
 
     def scatter(full, chunk_grad):
         # Cotangent of a model array: the chunk's gradient at its rows (XLA drops
@@ -603,35 +628,64 @@ def _blend_and_skin_bwd(chunk, residuals, grad):
 _blend_and_skin.defvjp(_blend_and_skin_fwd, _blend_and_skin_bwd)
 
 
-def _apply_transforms_vjp(grad, blended, v_posed):
-    """Cotangents of :func:`_apply_transforms`: ``(C, 12 N)`` for the
-    transforms (laid out like ``per_joint``) and ``(C, 3, N)`` for the points,
-    each one fused elementwise pass."""
-    c, _, n = grad.shape
-    # out[r] = sum_k blended[r, k] * v_posed_h[k] with v_posed_h = (v_posed, 1).
-    grad_blended = jnp.stack([grad * v_posed[:, None, 0], grad * v_posed[:, None, 1],
-                              grad * v_posed[:, None, 2], grad], axis=2).reshape(c, 12 * n)
-    grad_v_posed = (grad[:, 0:1] * blended[:, 0, :3] + grad[:, 1:2] * blended[:, 1, :3]
-                    + grad[:, 2:3] * blended[:, 2, :3])
-    return grad_blended, grad_v_posed
+def _chunk_map(fn, chunk: int, num_vertices: int, *arrays):
+    """``fn`` over vertex chunks ``[start, start + chunk)`` of ``arrays`` (each ``(V, ...)``).
+
+    ``fn(mask, *array_chunks)`` returns a tuple of per-vertex ``(C, ...)``
+    arrays, joined back into ``(V, ...)``, and of per-chunk arrays, summed.
+    ``mask (C,)`` is False on the rows of the last chunk that its predecessor
+    already covers (the last chunk is shifted back to end at V, so nothing is
+    padded); the joined rows there come from the predecessor.
+    """
+    starts = _chunk_starts(num_vertices, chunk)
+    owned = jnp.asarray([i * chunk for i in range(len(starts))], jnp.int32)
+    starts_array = jnp.asarray(starts, jnp.int32)
+
+    def one(start_and_owned):
+        start, first_owned = start_and_owned
+        mask = start + jnp.arange(chunk) >= first_owned
+        return fn(mask, *(jax.lax.dynamic_slice_in_dim(a, start, chunk, axis=0) for a in arrays))
+
+    if len(starts) == 1:
+        return fn(jnp.ones((chunk,), bool), *arrays)
+    per_vertex, per_chunk = jax.lax.map(one, (starts_array, owned))
+    overlap = len(starts) * chunk - num_vertices
+    joined = tuple(jnp.concatenate([x[:-1].reshape(-1, *x.shape[2:]), x[-1, overlap:]], axis=0)
+                   for x in per_vertex)
+    return joined, tuple(x.sum(axis=0) for x in per_chunk)
 
 
-@jax.custom_vjp
-def _skin_points(v_posed, per_joint, lbs_weights):
-    """Skinning of posed-template points ``(C, 3, N)`` with weights ``(C, J)``
-    and ``per_joint (J, 12 N)`` transforms -> ``(C, 3, N)`` (the one-chunk path)."""
-    return _apply_transforms(_blend_transforms(lbs_weights, per_joint), v_posed)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _skin_points(v_posed, per_joint, lbs_weights, chunk):
+    """Skinning of posed-template points ``(V, 3, N)`` with weights ``(V, J)``
+    and ``per_joint (J, 12 N)`` transforms -> ``(V, 3, N)``, over chunks of
+    ``chunk`` vertices (examples innermost, so the elementwise work vectorizes
+    over the batch)."""
+    def skin(mask, v_posed, lbs_weights):
+        return (_apply_transforms(_blend_transforms(lbs_weights, per_joint), v_posed),), ()
+
+    return _chunk_map(skin, chunk, v_posed.shape[0], v_posed, lbs_weights)[0][0]
 
 
-def _skin_points_fwd(v_posed, per_joint, lbs_weights):
-    return _skin_points(v_posed, per_joint, lbs_weights), (v_posed, per_joint, lbs_weights)
+def _skin_points_fwd(v_posed, per_joint, lbs_weights, chunk):
+    return _skin_points(v_posed, per_joint, lbs_weights, chunk), (v_posed, per_joint, lbs_weights)
 
 
-def _skin_points_bwd(residuals, grad):
+def _skin_points_bwd(chunk, residuals, grad):
+    """Hand-written VJP: recomputes each chunk's blended transforms (cheaper
+    than storing them) and keeps every step a matmul or a fused elementwise pass."""
     v_posed, per_joint, lbs_weights = residuals
-    blended = _blend_transforms(lbs_weights, per_joint)
-    grad_blended, grad_v_posed = _apply_transforms_vjp(grad, blended, v_posed)
-    return grad_v_posed, lbs_weights.T @ grad_blended, grad_blended @ per_joint.T
+
+    def chunk_grads(mask, grad, v_posed, lbs_weights):
+        grad = jnp.where(mask[:, None, None], grad, 0)
+        blended = _blend_transforms(lbs_weights, per_joint)
+        grad_blended, grad_v_posed = _apply_transforms_vjp(grad, blended, v_posed)
+        # Per vertex: points and skinning weights; per chunk: the joints' transforms.
+        return (grad_v_posed, grad_blended @ per_joint.T), (lbs_weights.T @ grad_blended,)
+
+    (grad_v_posed, grad_weights), (grad_per_joint,) = _chunk_map(
+        chunk_grads, chunk, v_posed.shape[0], grad, v_posed, lbs_weights)
+    return grad_v_posed, grad_per_joint, grad_weights
 
 
 _skin_points.defvjp(_skin_points_fwd, _skin_points_bwd)

@@ -289,3 +289,67 @@ def test_fused_norm_equals_flax_batch_norm_network(depth):
     ours, ref = run(fast, variables["params"], x), run(slow, variables["params"], x)
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
         assert np.linalg.norm(a - b) <= 2e-3 * np.linalg.norm(b) + 1e-6
+
+
+@pytest.mark.parametrize(
+    "shape, kernel_size, stride, padding",
+    [
+        ((2, 15, 13, 3), (7, 7), 2, 3),  # the stem, odd sizes
+        ((3, 8, 8, 5), (3, 3), 1, 1),
+        ((2, 9, 10, 4), (3, 3), 2, 1),  # a bottleneck's strided 3x3
+        ((2, 9, 9, 4), (1, 1), 2, 0),  # a strided 1x1 shortcut
+    ],
+)
+@pytest.mark.parametrize("grad_pixels", [1, 10_000])  # one example per group / all in one group
+def test_conv_kernel_grad_equals_xla(monkeypatch, shape, kernel_size, stride, padding, grad_pixels):
+    monkeypatch.setattr(resnet_lib, "_GRAD_PIXELS", grad_pixels)
+    kx, kk, kd = jax.random.split(jax.random.key(7), 3)
+    x = jax.random.normal(kx, shape)
+    kernel = jax.random.normal(kk, (*kernel_size, shape[-1], 6))
+    y, vjp = jax.vjp(lambda k: resnet_lib._conv(x, k, stride, padding), kernel)
+    dy = jax.random.normal(kd, y.shape)
+    ours = jax.jit(resnet_lib.conv_kernel_grad, static_argnums=(2, 3, 4))(x, dy, kernel_size, stride, padding)
+    np.testing.assert_allclose(ours, vjp(dy)[0], rtol=1e-5, atol=1e-4)
+
+
+def test_conv_layer_equals_flax_conv_values_and_gradients():
+    x = jax.random.normal(jax.random.key(8), (3, 11, 11, 4))
+    ours = resnet_lib.Conv(6, (3, 3), strides=2, padding=1)
+    ref = nn.Conv(6, (3, 3), strides=2, padding=1, use_bias=False)
+    params = ours.init(jax.random.key(0), x)
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, ref.init(jax.random.key(0), x))
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def value_and_grads(module, params, x):
+        return jax.value_and_grad(lambda p, x: jnp.sum(jnp.sin(module.apply(p, x))), argnums=(0, 1))(params, x)
+
+    (v, (dp, dx)), (v_ref, (dp_ref, dx_ref)) = value_and_grads(ours, params, x), value_and_grads(ref, params, x)
+    np.testing.assert_allclose(v, v_ref, rtol=1e-6)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dp["params"]["kernel"], dp_ref["params"]["kernel"], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="symmetric"):
+        resnet_lib.Conv(6, (3, 3), padding=((1, 0), (1, 0))).init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_matmul_kernel_grad_equals_xla_network(dtype):
+    x = jax.random.normal(jax.random.key(9), (2, 33, 33, 3))
+    fast = resnet(14, num_classes=5, width=8, dtype=dtype, matmul_kernel_grad=True)
+    slow = resnet(14, num_classes=5, width=8, dtype=dtype, matmul_kernel_grad=False)
+    variables = torch_resnet.random_variables(fast, x)
+    assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, torch_resnet.random_variables(slow, x))
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def grads(model, params, x):
+        def loss(p):
+            out, _ = model.apply({"params": p, "batch_stats": variables["batch_stats"]}, x, train=True,
+                                 mutable=["batch_stats"])
+            return jnp.sum(jnp.sin(out.astype(jnp.float32)))
+
+        return jax.grad(loss)(params)
+
+    ours, ref = grads(fast, variables["params"], x), grads(slow, variables["params"], x)
+    tol = 1e-3 if dtype == jnp.float32 else 5e-2  # bfloat16: other summation orders, 8-bit mantissa
+    for path, a in jax.tree_util.tree_flatten_with_path(ours)[0]:
+        b = functools.reduce(lambda t, k: t[k.key], path, ref)
+        assert np.linalg.norm(a - b) <= tol * np.linalg.norm(b) + 1e-6, jax.tree_util.keystr(path)

@@ -69,10 +69,13 @@ def test_matches_smplx_float32(model, reference):
     np.testing.assert_allclose(ours.joints, theirs.joints[:, :24].detach().numpy(), rtol=0, atol=2e-5)
 
 
-def test_gradients_match_torch_autograd(model, reference):
-    pose, betas = _random_inputs(32, seed=2)
-    weights = np.random.default_rng(3).normal(size=(32, 6890, 3)).astype(np.float32)
-    joint_weights = np.random.default_rng(4).normal(size=(32, 24, 3)).astype(np.float32)
+# 32: the blend shapes over all vertices, then skinning in 4 chunks (the last
+# one overlapping); 48: blend shapes and skinning per chunk (smpl.lbs).
+@pytest.mark.parametrize("batch", [32, 48])
+def test_gradients_match_torch_autograd(model, reference, batch):
+    pose, betas = _random_inputs(batch, seed=2)
+    weights = np.random.default_rng(3).normal(size=(batch, 6890, 3)).astype(np.float32)
+    joint_weights = np.random.default_rng(4).normal(size=(batch, 24, 3)).astype(np.float32)
 
     def objective(pose, betas):
         out = smpl.forward(model, pose, betas)
@@ -115,9 +118,11 @@ def _naive_lbs(model, pose, betas):
     return jnp.einsum("nvrc,nvc->nvr", t[..., :3], v_posed) + t[..., 3]
 
 
-def test_gradients_wrt_model_arrays_match_plain_autodiff(model):
-    pose, betas = _random_inputs(3, seed=12)
-    weights = np.random.default_rng(13).normal(size=(3, 6890, 3)).astype(np.float32)
+# One chunk of vertices; whole blend + chunked skinning; per-chunk blend and skinning.
+@pytest.mark.parametrize("batch", [3, 20, 40])
+def test_gradients_wrt_model_arrays_match_plain_autodiff(model, batch):
+    pose, betas = _random_inputs(batch, seed=12)
+    weights = np.random.default_rng(13).normal(size=(batch, 6890, 3)).astype(np.float32)
 
     def ours(m):
         return jnp.sum(smpl.forward(m, pose, betas).vertices * weights)

@@ -12,7 +12,8 @@ a ``dct_jax.smpl.SMPLModel``, cocoplus19 keypoints gathered as
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np

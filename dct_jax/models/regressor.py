@@ -219,6 +219,8 @@ class Regressor(nn.Module):
         CPU; the parameters are the same either way).
       fused_norm: the ResNets use ``resnet.BatchNorm`` (faster to differentiate)
         rather than ``nn.BatchNorm``; same variables and values either way.
+      matmul_kernel_grad: the ResNets' other convolutions take their kernel
+        gradients as im2col matmuls on CPU (``resnet.Conv``); same parameters and values.
 
     Submodules: ``image_encoder``, ``image_fc`` (the single branch uses these
     names too), ``aux_encoder``, ``aux_fc``, ``head_hidden``, ``head_out``.
@@ -234,6 +236,7 @@ class Regressor(nn.Module):
     dtype: Any = jnp.float32
     matmul_1x1: bool = True
     fused_norm: bool = True
+    matmul_kernel_grad: bool = True
 
     def __post_init__(self):
         if self.encoder not in ("single", "two_branch"):
@@ -259,6 +262,7 @@ class Regressor(nn.Module):
             dtype=self.dtype,
             matmul_1x1=self.matmul_1x1,
             fused_norm=self.fused_norm,
+            matmul_kernel_grad=self.matmul_kernel_grad,
             name=f"{prefix}_encoder",
         )(x, train=train)
         if self.feature_dim is not None:

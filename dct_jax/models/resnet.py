@@ -27,6 +27,13 @@ layout and name. The stem's max pool is a maximum of strided slices with a
 custom gradient (``max_pool_3x3_s2``), and BatchNorm (``BatchNorm``, same
 variables as ``nn.BatchNorm``) has a closed-form gradient fused with the
 following residual add and ReLU; together about 10% off a train step.
+The other convolutions (``Conv``, same parameter as ``nn.Conv``) take their
+kernel gradient as im2col matmuls on CPU (``conv2d``, ``conv_kernel_grad``; XLA's
+CPU kernel gradients of the stem and 3x3 convolutions are 2-8x slower), and
+the 1x1 kernel gradients transpose the operand with fewer channels
+(``matmul_1x1``): together about 45% off a train step of the two-branch model
+(``benchmarks/train_speed.py``). Forward values are unchanged; gradients
+differ by float32 rounding (other summation orders).
 """
 
 from __future__ import annotations
@@ -79,9 +86,164 @@ class Conv1x1(nn.Module):
         )
         if self.strides != 1:
             x = x[:, :: self.strides, :: self.strides, :]
-        x = x.astype(self.dtype)
         # [B, H, W, C_in] x [C_in, C_out] -> [B, H, W, C_out]
-        return jnp.dot(x, kernel[0, 0].astype(self.dtype))
+        return matmul_1x1(x.astype(self.dtype), kernel[0, 0].astype(self.dtype))
+
+
+@jax.custom_vjp
+def matmul_1x1(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``jnp.dot(x, kernel)`` for ``x [..., C]``, ``kernel [C, O]``, with a kernel
+    gradient that transposes the smaller operand.
+
+    The kernel gradient ``x^T dy`` contracts over every pixel, so one operand
+    is written transposed ``[channels, pixels]`` first; XLA's CPU backend picks
+    ``dy`` even when it has 4x the channels of ``x`` (a bottleneck's expanding
+    1x1 convolutions). Here it is whichever of the two has fewer channels.
+    """
+    return jnp.dot(x, kernel)
+
+
+def _matmul_1x1_fwd(x, kernel):
+    return jnp.dot(x, kernel), (x, kernel)
+
+
+def _matmul_1x1_bwd(res, dy):
+    x, kernel = res
+    c, o = kernel.shape
+    dx = jnp.dot(dy, kernel.T)
+    x2, dy2 = x.reshape(-1, c), dy.reshape(-1, o)
+    if c <= o:
+        dkernel = jnp.dot(x2.T, dy2, preferred_element_type=jnp.float32)
+    else:
+        dkernel = jnp.dot(dy2.T, x2, preferred_element_type=jnp.float32).T
+    return dx, dkernel.astype(kernel.dtype)
+
+
+matmul_1x1.defvjp(_matmul_1x1_fwd, _matmul_1x1_bwd)
+
+
+def _conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    """``nn.Conv``'s computation: NHWC input, HWIO kernel, symmetric padding."""
+    return jax.lax.conv_general_dilated(
+        x, kernel, (stride, stride), ((padding, padding), (padding, padding)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    """A convolution (as ``nn.Conv``, no bias) whose kernel gradient is a matmul on CPU.
+
+    The forward pass and the input gradient are XLA's. On CPU the kernel
+    gradient is computed per group of examples as ``patches @ dy`` (im2col:
+    the input's ``kh * kw`` shifted windows, channel-major, then one matmul),
+    see ``conv_kernel_grad``: XLA's CPU convolution kernel gradients are 2-8x
+    slower than that here. Other platforms keep XLA's.
+
+    Args:
+      x: ``[B, H, W, C]``.
+      kernel: ``[kh, kw, C, O]``, same dtype as ``x``.
+      stride, padding: the same in both spatial dimensions.
+
+    Returns:
+      ``[B, Ho, Wo, O]``.
+    """
+    return _conv(x, kernel, stride, padding)
+
+
+def _conv2d_fwd(x, kernel, stride, padding):
+    return _conv(x, kernel, stride, padding), (x, kernel)
+
+
+def _conv2d_bwd(stride, padding, res, dy):
+    x, kernel = res
+    dx = jax.vjp(lambda x: _conv(x, kernel, stride, padding), x)[1](dy)[0]
+
+    def xla_kernel_grad(x, dy):
+        return jax.vjp(lambda k: _conv(x, k, stride, padding), kernel)[1](dy)[0]
+
+    def cpu_kernel_grad(x, dy):
+        return conv_kernel_grad(x, dy, kernel.shape[:2], stride, padding).astype(kernel.dtype)
+
+    dkernel = jax.lax.platform_dependent(x, dy, cpu=cpu_kernel_grad, default=xla_kernel_grad)
+    return dx, dkernel
+
+
+conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+
+
+# Examples per matmul of ``conv_kernel_grad``: enough for ~1k output pixels.
+_GRAD_PIXELS = 1024
+
+
+def conv_kernel_grad(
+    x: jax.Array, dy: jax.Array, kernel_size: Sequence[int], stride: int, padding: int
+) -> jax.Array:
+    """The kernel gradient of ``_conv(x, kernel, stride, padding)`` for the output cotangent ``dy``.
+
+    ``sum_g patches_g @ dy_g`` over groups ``g`` of examples, with ``patches_g
+    [kh * kw * C, pixels of g]`` the im2col matrix of the group, built from the
+    ``stride x stride`` phases of the padded input so that every window is a
+    unit-stride slice. One group's patches stay in cache; a group has about
+    ``_GRAD_PIXELS`` output pixels. Group ``g`` holds examples ``g, g + n, g + 2n, ...``
+    (``n`` groups), so a batch sharded over devices stays sharded inside each
+    group (the matmul then sums over devices). Accumulates in float32.
+
+    Args:
+      x: ``[B, H, W, C]``; dy: ``[B, Ho, Wo, O]``.
+      kernel_size: ``(kh, kw)``.
+
+    Returns:
+      ``[kh, kw, C, O]`` float32.
+    """
+    (b, h, w, c), (_, ho, wo, o) = x.shape, dy.shape
+    kh, kw = kernel_size
+    s = stride
+    hp, wp = ho + (kh - 1) // s, wo + (kw - 1) // s  # rows / columns of each phase
+    xp = jnp.pad(x, ((0, 0), (padding, max(0, s * hp - h - padding)), (padding, max(0, s * wp - w - padding)), (0, 0)))
+    size = max(d for d in range(1, b + 1) if b % d == 0 and d * ho * wo <= max(_GRAD_PIXELS, ho * wo))
+    n = b // size
+    # [n, s, s, C, size, hp, wp]: phase (p, q) holds the padded pixels (s * i + p, s * j + q).
+    phases = xp[:, : s * hp, : s * wp].reshape(size, n, hp, s, wp, s, c).transpose(1, 3, 5, 6, 0, 2, 4)
+    dy = dy.reshape(size, n, ho * wo, o).transpose(1, 0, 2, 3).reshape(n, size * ho * wo, o)
+
+    def one_group(g, acc):
+        xg = phases[g]
+        taps = [xg[i % s, j % s, :, :, i // s : i // s + ho, j // s : j // s + wo] for i in range(kh) for j in range(kw)]
+        patches = jnp.stack(taps).reshape(kh * kw * c, size * ho * wo)
+        return acc + jnp.dot(patches, dy[g], preferred_element_type=jnp.float32)
+
+    acc = jax.lax.fori_loop(0, n, one_group, jnp.zeros((kh * kw * c, o), jnp.float32))
+    return acc.reshape(kh, kw, c, o)
+
+
+class Conv(nn.Module):
+    """A bias-free convolution with :func:`conv2d`'s fast kernel gradient.
+
+    Takes ``nn.Conv``'s arguments as the ResNets pass them (square strides,
+    symmetric padding) and has the same parameter, ``kernel [kh, kw, C_in,
+    C_out]``, and the same values as ``nn.Conv(..., use_bias=False)``.
+    """
+
+    features: int
+    kernel_size: Sequence[int]
+    strides: int | Sequence[int] = 1
+    padding: int | Sequence[tuple[int, int]] = 0
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    kernel_init: Callable[..., Any] = conv_init
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        strides = {self.strides} if isinstance(self.strides, int) else set(self.strides)
+        padding = {self.padding} if isinstance(self.padding, int) else {p for pair in self.padding for p in pair}
+        if len(strides) != 1 or len(padding) != 1:
+            raise ValueError(f"Conv takes equal strides and symmetric, equal padding; got strides "
+                             f"{self.strides} and padding {self.padding}")
+        kernel = self.param(
+            "kernel", self.kernel_init, (*self.kernel_size, x.shape[-1], self.features), self.param_dtype
+        )
+        return conv2d(x.astype(self.dtype), kernel.astype(self.dtype), strides.pop(), padding.pop())
 
 
 def _pool_taps(xp: jax.Array, ho: int, wo: int):
@@ -333,6 +495,8 @@ class ResNet(nn.Module):
       matmul_1x1: compute 1x1 convolutions as matmuls (same parameters either way).
       fused_norm: use ``BatchNorm`` (closed-form gradient, fused residual and
         ReLU) instead of ``nn.BatchNorm`` (same variables and values either way).
+      matmul_kernel_grad: the other convolutions are ``Conv`` (kernel gradients
+        as im2col matmuls on CPU) instead of ``nn.Conv`` (same parameters and values).
     """
 
     stage_sizes: Sequence[int]
@@ -342,6 +506,7 @@ class ResNet(nn.Module):
     dtype: Any = jnp.float32
     matmul_1x1: bool = True
     fused_norm: bool = True
+    matmul_kernel_grad: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -358,14 +523,17 @@ class ResNet(nn.Module):
         """
         if x.ndim != 4:
             raise ValueError(f"ResNet expects images [B, H, W, C], got shape {tuple(x.shape)}")
-        conv = functools.partial(
-            nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=conv_init
-        )
+        if self.matmul_kernel_grad:
+            conv = functools.partial(Conv, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=conv_init)
+        else:
+            conv = functools.partial(
+                nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=conv_init
+            )
         if self.matmul_1x1:
             conv1x1 = functools.partial(Conv1x1, dtype=self.dtype)
         else:
             conv1x1 = lambda features, strides=1, **kw: conv(  # noqa: E731
-                features, (1, 1), strides, padding="VALID", **kw
+                features, (1, 1), strides, padding=((0, 0), (0, 0)), **kw
             )
         norm = functools.partial(
             BatchNorm if self.fused_norm else nn.BatchNorm,
@@ -410,6 +578,7 @@ def resnet(
     dtype: Any = jnp.float32,
     matmul_1x1: bool = True,
     fused_norm: bool = True,
+    matmul_kernel_grad: bool = True,
     name: str | None = None,
 ) -> ResNet:
     """Builds a torchvision-layout ResNet.
@@ -423,6 +592,8 @@ def resnet(
       matmul_1x1: compute 1x1 convolutions as matmuls (faster on CPU).
       fused_norm: use ``BatchNorm`` rather than ``nn.BatchNorm`` (faster to
         differentiate; same variables and values).
+      matmul_kernel_grad: use ``Conv`` rather than ``nn.Conv`` (faster kernel
+        gradients on CPU; same parameters and values).
       name: the module name (when built inside another module).
 
     Returns:
@@ -441,6 +612,7 @@ def resnet(
         dtype=dtype,
         matmul_1x1=matmul_1x1,
         fused_norm=fused_norm,
+        matmul_kernel_grad=matmul_kernel_grad,
         name=name,
     )
 
