@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 import torch_resnet
+import torch_train_step
 
-from dct_jax.models import convert
 from dct_jax.models import regressor as reg
 from dct_jax.models.regressor import Regressor
 
@@ -52,26 +52,12 @@ def test_paper_default_depths():
     assert [k for k in shapes["params"]["aux_encoder"] if k.startswith("layer3")] == ["layer3_0", "layer3_1"]
 
 
-def _variables_from_twin(twin, depth, aux_depth, width):
-    """Our Regressor's variables from the torch twin's state dict."""
-    sd = torch_resnet.state_dict_numpy(twin)
-    variables = {"params": {}, "batch_stats": {}}
-    for prefix, d in (("image", depth), ("aux", aux_depth)):
-        sub = {k.split(".", 1)[1]: v for k, v in sd.items() if k.startswith(f"{prefix}_encoder.")}
-        enc = convert.convert_state_dict(sub, d, width=width)
-        variables["params"][f"{prefix}_encoder"] = enc["params"]
-        variables["batch_stats"][f"{prefix}_encoder"] = enc["batch_stats"]
-    for name in ("image_fc", "aux_fc", "head_hidden", "head_out"):
-        variables["params"][name] = {"kernel": jnp.asarray(sd[f"{name}.weight"].T), "bias": jnp.asarray(sd[f"{name}.bias"])}
-    return variables
-
-
 def test_matches_official_architecture_torch_twin():
     torch.manual_seed(0)
     twin = torch_resnet.TorchRegressor(depth=14, aux_depth=10, width=8, feature_dim=32, hidden_dim=16)
     torch_resnet.randomize_batchnorm_(twin)
     twin.eval()
-    variables = _variables_from_twin(twin, 14, 10, 8)
+    variables = torch_train_step.regressor_variables(twin, depth=14, aux_depth=10, width=8)
     image, aux = _inputs()
     model = Regressor(**TINY)
     expected_shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), image, aux))
