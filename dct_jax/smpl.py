@@ -462,14 +462,11 @@ def lbs(model: SMPLModel, rotmats: jnp.ndarray, betas: jnp.ndarray
         vertices = _skin_points(v_posed, per_joint, model.lbs_weights, chunk)
     else:
         # Larger batches: the blend shapes too per chunk, in cache with the skinning.
-        def one_chunk(start):
-            return _blend_and_skin(start, chunk, pose_feature, betas, per_joint, model.v_template,
-                                   model.shapedirs, model.posedirs, model.lbs_weights)
+        def one_chunk(start, mask):
+            return (_blend_and_skin(start, chunk, pose_feature, betas, per_joint, model.v_template,
+                                    model.shapedirs, model.posedirs, model.lbs_weights),), ()
 
-        starts = _chunk_starts(num_vertices, chunk)
-        chunks = jax.lax.map(one_chunk, jnp.asarray(starts, jnp.int32))  # (num_chunks, C, 3, N)
-        overlap = len(starts) * chunk - num_vertices
-        vertices = jnp.concatenate([chunks[:-1].reshape(-1, 3, n), chunks[-1, overlap:]], axis=0)
+        (vertices,), _ = _chunk_map(one_chunk, chunk, num_vertices)
     return vertices.transpose(2, 0, 1), joints
 
 
@@ -631,11 +628,12 @@ _blend_and_skin.defvjp(_blend_and_skin_fwd, _blend_and_skin_bwd)
 def _chunk_map(fn, chunk: int, num_vertices: int, *arrays):
     """``fn`` over vertex chunks ``[start, start + chunk)`` of ``arrays`` (each ``(V, ...)``).
 
-    ``fn(mask, *array_chunks)`` returns a tuple of per-vertex ``(C, ...)``
+    ``fn(start, mask, *array_chunks)`` returns a tuple of per-vertex ``(C, ...)``
     arrays, joined back into ``(V, ...)``, and of per-chunk arrays, summed.
-    ``mask (C,)`` is False on the rows of the last chunk that its predecessor
-    already covers (the last chunk is shifted back to end at V, so nothing is
-    padded); the joined rows there come from the predecessor.
+    ``start`` is the chunk's first vertex (an int32 scalar); ``mask (C,)`` is
+    False on the rows of the last chunk that its predecessor already covers
+    (the last chunk is shifted back to end at V, so nothing is padded); the
+    joined rows there come from the predecessor.
     """
     starts = _chunk_starts(num_vertices, chunk)
     owned = jnp.asarray([i * chunk for i in range(len(starts))], jnp.int32)
@@ -644,10 +642,10 @@ def _chunk_map(fn, chunk: int, num_vertices: int, *arrays):
     def one(start_and_owned):
         start, first_owned = start_and_owned
         mask = start + jnp.arange(chunk) >= first_owned
-        return fn(mask, *(jax.lax.dynamic_slice_in_dim(a, start, chunk, axis=0) for a in arrays))
+        return fn(start, mask, *(_take(a, start, chunk) for a in arrays))
 
     if len(starts) == 1:
-        return fn(jnp.ones((chunk,), bool), *arrays)
+        return fn(0, jnp.ones((chunk,), bool), *arrays)
     per_vertex, per_chunk = jax.lax.map(one, (starts_array, owned))
     overlap = len(starts) * chunk - num_vertices
     joined = tuple(jnp.concatenate([x[:-1].reshape(-1, *x.shape[2:]), x[-1, overlap:]], axis=0)
@@ -661,7 +659,7 @@ def _skin_points(v_posed, per_joint, lbs_weights, chunk):
     and ``per_joint (J, 12 N)`` transforms -> ``(V, 3, N)``, over chunks of
     ``chunk`` vertices (examples innermost, so the elementwise work vectorizes
     over the batch)."""
-    def skin(mask, v_posed, lbs_weights):
+    def skin(start, mask, v_posed, lbs_weights):
         return (_apply_transforms(_blend_transforms(lbs_weights, per_joint), v_posed),), ()
 
     return _chunk_map(skin, chunk, v_posed.shape[0], v_posed, lbs_weights)[0][0]
@@ -676,7 +674,7 @@ def _skin_points_bwd(chunk, residuals, grad):
     than storing them) and keeps every step a matmul or a fused elementwise pass."""
     v_posed, per_joint, lbs_weights = residuals
 
-    def chunk_grads(mask, grad, v_posed, lbs_weights):
+    def chunk_grads(start, mask, grad, v_posed, lbs_weights):
         grad = jnp.where(mask[:, None, None], grad, 0)
         blended = _blend_transforms(lbs_weights, per_joint)
         grad_blended, grad_v_posed = _apply_transforms_vjp(grad, blended, v_posed)
