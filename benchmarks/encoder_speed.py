@@ -36,11 +36,9 @@ gradient transposed for the 1x1 weight gradients (XLA's untiled transpose).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-import statistics
 import sys
-import time
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +50,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch_resnet  # noqa: E402  (test-only twin)
+from _timing import interleaved_rounds, print_ratio_table, timed  # noqa: E402
 
 from dct_jax.models.regressor import Regressor  # noqa: E402
 
@@ -118,12 +117,6 @@ def torch_variant(image, aux):
     return run_forward, run_train
 
 
-def timed(fn: Callable[[], None]) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=16)
@@ -153,33 +146,12 @@ def main(argv=None):
     compile_s = {}
     for name, (fwd, train) in variants.items():  # warm-up: compilation, allocator
         compile_s[name] = timed(fwd) + timed(train)
-    times = {name: {"forward": [], "train": []} for name in variants}
-    names = list(variants)
-    for r in range(args.rounds):
-        # Rotate the order each round: a variant's speed depends on what ran just
-        # before it (e.g. right after torch), by up to 20% on this machine.
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            fwd, train = variants[name]
-            times[name]["forward"].append(timed(fwd))
-            times[name]["train"].append(timed(train))
-        print(f"  round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-
-    med = {n: {k: args.batch / statistics.median(v) for k, v in t.items()} for n, t in times.items()}
-    best = {n: {k: args.batch / min(v) for k, v in t.items()} for n, t in times.items()}
-    ref_med, ref_best = med["torch float32"], best["torch float32"]
-    header = (f"{'variant':<28} {'forward img/s':>14} {'ratio':>6} {'best':>7} {'ratio':>6} "
-              f"{'train img/s':>12} {'ratio':>6} {'best':>7} {'ratio':>6} {'warm-up s':>10}")
-    print(header)
-    print("-" * len(header))
-    for name in variants:
-        m, b = med[name], best[name]
-        print(f"{name:<28} {m['forward']:>14.2f} {m['forward'] / ref_med['forward']:>6.2f} "
-              f"{b['forward']:>7.2f} {b['forward'] / ref_best['forward']:>6.2f} "
-              f"{m['train']:>12.2f} {m['train'] / ref_med['train']:>6.2f} "
-              f"{b['train']:>7.2f} {b['train'] / ref_best['train']:>6.2f} {compile_s[name]:>10.1f}")
-    print(f"(median and best of {args.rounds} interleaved rounds; ratios to torch float32; "
-          f"load average now {os.getloadavg()[0]:.2f})")
-
+    times = interleaved_rounds(
+        {name: {"forward": functools.partial(timed, fwd), "train": functools.partial(timed, train)}
+         for name, (fwd, train) in variants.items()}, args.rounds)
+    print_ratio_table(times, args.batch, "torch float32",
+                      [("forward", "forward img/s", ".2f"), ("train", "train img/s", ".2f")], compile_s)
+    print(f"(load average now {os.getloadavg()[0]:.2f})")
 
 if __name__ == "__main__":
     main()

@@ -71,6 +71,7 @@ sys.path.insert(0, ROOT)
 
 import torch_resnet  # test-only twins
 import torch_train_step
+from _timing import interleaved_rounds, print_ratio_table, timed
 
 from configs import ours_dc
 from dct_jax import train
@@ -232,13 +233,6 @@ def torch_variant(config, batch_np: Mapping[str, np.ndarray], features: np.ndarr
     return run_step, run_head
 
 
-def timed(fn: Callable[[], None]) -> float:
-    """Seconds of one call."""
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def timed_steady(fn: Callable[[], None], min_seconds: float) -> float:
     """Seconds per call in the steady state: the median call over ``min_seconds``, after one untimed call.
 
@@ -398,32 +392,14 @@ def main(argv=None) -> None:
         compile_s = {}
         for name, (step, head) in variants.items():  # warm-up: compilation, allocator
             compile_s[name] = timed(step) + timed(step) + timed(head) + timed(head)
-        times = {name: {"step": [], "head": []} for name in variants}
-        names = list(variants)
-        for r in range(args.rounds):
-            # Rotate the order each round: a variant's speed depends on what ran just before it.
-            for name in names[r % len(names):] + names[: r % len(names)]:
-                step, head = variants[name]
-                times[name]["step"].append(timed(step))
-                times[name]["head"].append(timed_steady(head, args.head_seconds))
-            print(f"  round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+        times = interleaved_rounds(
+            {name: {"step": functools.partial(timed, step),
+                    "head": functools.partial(timed_steady, head, args.head_seconds)}
+             for name, (step, head) in variants.items()}, args.rounds)
 
-    med = {n: {k: args.batch / statistics.median(v) for k, v in t.items()} for n, t in times.items()}
-    best = {n: {k: args.batch / min(v) for k, v in t.items()} for n, t in times.items()}
-    ref_med, ref_best = med["torch float32"], best["torch float32"]
-    header = (f"{'variant':<16} {'step img/s':>11} {'ratio':>6} {'best':>7} {'ratio':>6} "
-              f"{'after-enc img/s':>16} {'ratio':>6} {'best':>8} {'ratio':>6} {'warm-up s':>10}")
-    print(header)
-    print("-" * len(header))
-    for name in variants:
-        m, b = med[name], best[name]
-        print(f"{name:<16} {m['step']:>11.2f} {m['step'] / ref_med['step']:>6.2f} "
-              f"{b['step']:>7.2f} {b['step'] / ref_best['step']:>6.2f} "
-              f"{m['head']:>16.0f} {m['head'] / ref_med['head']:>6.2f} "
-              f"{b['head']:>8.0f} {b['head'] / ref_best['head']:>6.2f} {compile_s[name]:>10.1f}")
-    print(f"(median and best of {args.rounds} interleaved rounds; ratios to torch float32; "
-          f"load average now {os.getloadavg()[0]:.2f})")
-
+    print_ratio_table(times, args.batch, "torch float32",
+                      [("step", "step img/s", ".2f"), ("head", "after-enc img/s", ".0f")], compile_s)
+    print(f"(load average now {os.getloadavg()[0]:.2f})")
 
 if __name__ == "__main__":
     main()
