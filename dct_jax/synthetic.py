@@ -8,7 +8,10 @@ the RGB crop, its IUV map and part segmentation, the 19 cocoplus keypoints with
 visibility, ~100-150 dense keypoints in COCO-DensePose form, the pose, shape,
 camera, mesh and joints. Everything is numpy on the host except one jitted
 ``smpl.forward`` per chunk of bodies; an example is a pure function of
-``(seed, split, index)``.
+``(seed, split, index)``. Other generated datasets (``dct_jax.studio``) reuse
+the renderer and the generation loop: :func:`render_example` takes a fixed
+camera, appearance and background, and :func:`generate_examples` any
+:class:`Recipe`.
 
 The distributions (all uniform unless said otherwise):
 
@@ -61,7 +64,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import zlib
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import cv2
 import jax
@@ -155,21 +158,23 @@ def _limits() -> np.ndarray:
     return lims
 
 
-def _base_poses() -> dict[str, np.ndarray]:
-    poses = {}
-    for pose_name, joints in _BASE_POSES.items():
-        pose = np.zeros((24, 3))
-        for name, aa in joints.items():
-            pose[_J[name]] = aa
-            mirrored = _mirror_name(name)
-            if mirrored != name and mirrored not in joints:
-                pose[_J[mirrored]] = _mirror_axis_angle(np.asarray(aa, float))
-        poses[pose_name] = pose
-    return poses
+def pose_from_joints(joints: Mapping[str, Any]) -> np.ndarray:
+    """``(24, 3)`` axis-angle pose from ``{SMPL joint name: (3,) axis-angle}``, zero elsewhere.
+
+    A ``left_*``/``right_*`` entry also sets its mirror joint (:func:`mirror_pose`'s
+    rule) unless ``joints`` gives that joint itself.
+    """
+    pose = np.zeros((24, 3))
+    for name, aa in joints.items():
+        pose[_J[name]] = aa
+        mirrored = _mirror_name(name)
+        if mirrored != name and mirrored not in joints:
+            pose[_J[mirrored]] = _mirror_axis_angle(np.asarray(aa, float))
+    return pose
 
 
 JOINT_LIMITS = _limits()  # (2, 24, 3): joint 0 (global) is set separately
-BASE_POSES = _base_poses()  # name -> (24, 3); joint 0 unused
+BASE_POSES = {name: pose_from_joints(joints) for name, joints in _BASE_POSES.items()}  # joint 0 unused
 
 
 def mirror_pose(pose: np.ndarray) -> np.ndarray:
@@ -219,14 +224,20 @@ def sample_betas(rng: np.random.Generator, num_betas: int = schema.NUM_BETAS) ->
     return np.clip(rng.standard_normal(num_betas), -2.5, 2.5).astype(np.float32)
 
 
+def frame_camera(vertices: np.ndarray, scale: float, shift: np.ndarray) -> np.ndarray:
+    """``(3,)`` float32 camera ``(scale, tx, ty)`` putting the centre of the projected box
+    of ``vertices (V, 3)`` at ``shift (2,)`` (normalized crop coordinates)."""
+    lo, hi = vertices[:, :2].min(0), vertices[:, :2].max(0)
+    translation = shift / scale - 0.5 * (lo + hi)
+    return np.array([scale, *translation], np.float32)
+
+
 def sample_camera(vertices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``(3,)`` float32 weak-perspective camera ``(s, tx, ty)`` framing ``vertices (V, 3)``."""
     lo, hi = vertices[:, :2].min(0), vertices[:, :2].max(0)
     fill = rng.uniform(0.6, 0.9) if rng.random() < 0.9 else rng.uniform(0.9, 1.3)
     scale = 2.0 * fill / max(float((hi - lo).max()), 1e-6)
-    shift = rng.uniform(-0.1, 0.1, size=2)
-    translation = shift / scale - 0.5 * (lo + hi)
-    return np.array([scale, *translation], np.float32)
+    return frame_camera(vertices, scale, rng.uniform(-0.1, 0.1, size=2))
 
 
 # ----------------------------------------------------------------------------- appearance
@@ -263,27 +274,42 @@ def _random_color(rng: np.random.Generator) -> np.ndarray:
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0] / 255.0
 
 
+def garment_parts(*, long_sleeves: bool, long_legs: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The DensePose parts (1-24) a shirt and trousers cover."""
+    return (_TORSO + _UPPER_ARMS + (_LOWER_ARMS if long_sleeves else ()),
+            _UPPER_LEGS + (_LOWER_LEGS if long_legs else ()))
+
+
+def outfit_colors(skin: Any, shirt: Any, trousers: Any, shoes: Any, *, long_sleeves: bool,
+                  long_legs: bool) -> np.ndarray:
+    """``(25, 3)`` per-part RGB (index: DensePose part 0-24) of a body in plain clothes.
+
+    Skin (head, hands, bare limbs, and row 0: a pixel the chart misses is skin,
+    not black), the shirt and trousers over :func:`garment_parts`, shoes on the feet.
+    """
+    colors = np.zeros((25, 3))
+    colors[:] = skin
+    for parts, color in zip(garment_parts(long_sleeves=long_sleeves, long_legs=long_legs),
+                            (shirt, trousers)):
+        colors[list(parts)] = color
+    colors[list(_FEET)] = shoes
+    return colors
+
+
 def sample_appearance(rng: np.random.Generator) -> Appearance:
     """Random skin tone, shirt, trousers, shoes and light."""
-    colors = np.zeros((25, 3))
     stripe_colors = np.zeros((25, 3))
     stripe_freq = np.zeros(25)
     stripe_axis = np.zeros(25, np.int64)
     skin = np.clip(_SKIN_TONES[rng.integers(len(_SKIN_TONES))] + rng.uniform(-0.04, 0.04, 3), 0, 1)
     shirt, trousers, shoes = (_random_color(rng) for _ in range(3))
     long_sleeves, long_legs = rng.random() < 0.4, rng.random() < 0.7
-    garments = (
-        (_TORSO + _UPPER_ARMS + (_LOWER_ARMS if long_sleeves else ()), shirt),
-        (_UPPER_LEGS + (_LOWER_LEGS if long_legs else ()), trousers),
-    )
-    colors[:] = skin  # row 0 too: a pixel the chart misses is skin, not black
-    for parts, color in garments:
-        colors[list(parts)] = color
+    colors = outfit_colors(skin, shirt, trousers, shoes, long_sleeves=long_sleeves, long_legs=long_legs)
+    for parts in garment_parts(long_sleeves=long_sleeves, long_legs=long_legs):
         if rng.random() < 0.3:
             stripe_colors[list(parts)] = _random_color(rng)
             stripe_freq[list(parts)] = rng.uniform(4.0, 12.0)
             stripe_axis[list(parts)] = rng.integers(2)
-    colors[list(_FEET)] = shoes
     light = np.array([rng.uniform(-1, 1), rng.uniform(-1, 0.3), -rng.uniform(0.5, 1.5)])
     return Appearance(colors=colors, stripe_colors=stripe_colors, stripe_freq=stripe_freq,
                       stripe_axis=stripe_axis, light_direction=light,
@@ -451,23 +477,37 @@ def example_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 def render_example(body: Body, pose: np.ndarray, betas: np.ndarray, vertices: np.ndarray,
                    joints: np.ndarray, rng: np.random.Generator, *, size: int, record_id: str,
-                   with_mesh: bool = True) -> dict[str, Any]:
+                   with_mesh: bool = True, camera: np.ndarray | None = None,
+                   appearance: Appearance | None = None, background: np.ndarray | None = None,
+                   dense: bool = True, keypoints3d: bool = False) -> dict[str, Any]:
     """Frames, renders and annotates one posed body into a schema record.
+
+    ``rng`` draws, in this order: the camera, the appearance and the background
+    (each only when not given), blur and sensor noise, and the dense keypoints
+    (only if ``dense``). With the defaults this is the synthetic dataset's example.
 
     Args:
       body: from :func:`load_body`.
       pose, betas: ``(72,)``, ``(10,)`` the body's parameters.
       vertices, joints: ``(V, 3)``, ``(24, 3)`` its posed mesh and joints.
-      rng: this example's generator (camera, appearance, background, sampling).
+      rng: this example's generator.
       size: crop side in pixels.
-      record_id: the record's id.
+      record_id: the record's id (also its ``image_id``).
       with_mesh: store ``vertices``/``joints`` (``has_mesh``).
+      camera: ``(3,)`` weak-perspective ``(s, tx, ty)``; default :func:`sample_camera`.
+      appearance: default :func:`sample_appearance`.
+      background: ``(size, size, 3)`` uint8 RGB; default :func:`random_background`.
+      dense: sample dense keypoints (``has_dense``); else the ``dp_*`` fields stay empty.
+      keypoints3d: store the cocoplus19 3D keypoints (``has_keypoints3d``, all labelled).
     """
     vertices = np.asarray(vertices, np.float32)
     joints = np.asarray(joints, np.float32)
-    cam = sample_camera(vertices, rng)
-    appearance = sample_appearance(rng)
-    background = random_background(rng, size)
+    cam = sample_camera(vertices, rng) if camera is None else np.asarray(camera, np.float32).reshape(3)
+    appearance = sample_appearance(rng) if appearance is None else appearance
+    background = random_background(rng, size) if background is None else np.asarray(background)
+    if background.shape != (size, size, 3) or background.dtype != np.uint8:
+        raise ValueError(f"{record_id}: background must be ({size}, {size}, 3) uint8, got "
+                         f"{background.shape} {background.dtype}")
 
     light_image, frags = render.render(
         vertices, body.faces, cam, size, "rgb", color=(1.0, 1.0, 1.0),
@@ -490,18 +530,66 @@ def render_example(body: Body, pose: np.ndarray, betas: np.ndarray, vertices: np
     visibility = keypoint_visibility(kp_xy, kp_depth, np.asarray(body.layout.is_vertex),
                                      frags.depth, iuv[..., 0])
     bbox = mask_bbox(mask)
-    dense_xy, dense_parts, dense_uv = dense_keypoints(
-        iuv_frags, body.chart, int(rng.integers(NUM_DENSE_RANGE[0], NUM_DENSE_RANGE[1] + 1)), rng)
-    dp_x, dp_y = schema.image_to_dense(dense_xy, bbox)
-    mesh = dict(vertices=vertices, joints=joints) if with_mesh else {}
+    labels = dict(vertices=vertices, joints=joints) if with_mesh else {}
+    if dense:
+        dense_xy, dense_parts, dense_uv = dense_keypoints(
+            iuv_frags, body.chart, int(rng.integers(NUM_DENSE_RANGE[0], NUM_DENSE_RANGE[1] + 1)), rng)
+        dp_x, dp_y = schema.image_to_dense(dense_xy, bbox)
+        labels.update(dp_x=dp_x, dp_y=dp_y, dp_I=dense_parts, dp_U=dense_uv[:, 0], dp_V=dense_uv[:, 1])
+    if keypoints3d:
+        labels.update(keypoints3d=kp3d,
+                      keypoints3d_visibility=np.full(len(kp3d), schema.VISIBILITY_VISIBLE, np.uint8))
     return schema.make_record(
         record_id=record_id, image_id=record_id, body_model=body.name,
         image=schema.encode_image(image, quality=JPEG_QUALITY), image_shape=(size, size),
         bbox=bbox, crop_box=(0.0, 0.0, float(size)),
         keypoints=kp_xy, keypoints_visibility=visibility,
-        dp_x=dp_x, dp_y=dp_y, dp_I=dense_parts, dp_U=dense_uv[:, 0], dp_V=dense_uv[:, 1],
         iuv=schema.encode_iuv(iuv), segmentation=schema.encode_segmentation(iuv[..., 0]),
-        smpl_pose=pose, smpl_betas=betas, camera=cam, has_mesh=with_mesh, **mesh)
+        smpl_pose=pose, smpl_betas=betas, camera=cam, has_mesh=with_mesh, **labels)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How a generated dataset makes its examples (:func:`generate_examples`).
+
+    Every attribute is a module-level function, so that a recipe pickles into
+    worker processes.
+
+    Attributes:
+      rng: ``(seed, split, index) -> np.random.Generator`` of one example.
+      sample: ``(rng, split, num_betas) -> (pose (72,), betas (num_betas,), params)``:
+        what is drawn before the body is posed; ``params`` is passed on.
+      record_id: ``(split, index, params) -> str``.
+      render: ``(body, pose, betas, vertices, joints, rng, params, *, size,
+        record_id, with_mesh) -> record``, drawing the rest from ``rng``.
+    """
+
+    rng: Callable[[int, str, int], np.random.Generator]
+    sample: Callable[[np.random.Generator, str, int], tuple[np.ndarray, np.ndarray, Any]]
+    record_id: Callable[[str, int, Any], str]
+    render: Callable[..., dict[str, Any]]
+
+
+def _sample_synthetic(rng: np.random.Generator, split: str, num_betas: int):
+    del split  # every split has the same distribution
+    return sample_pose(rng), sample_betas(rng, num_betas), None
+
+
+def _synthetic_record_id(split: str, index: int, params: None) -> str:
+    del params
+    return f"synthetic/{split}/{index:06d}"
+
+
+def _render_synthetic(body: Body, pose, betas, vertices, joints, rng, params, **kwargs):
+    del params
+    return render_example(body, pose, betas, vertices, joints, rng, **kwargs)
+
+
+SYNTHETIC = Recipe(rng=example_rng, sample=_sample_synthetic, record_id=_synthetic_record_id,
+                   render=_render_synthetic)
 
 
 def generate(split: str, num_examples: int, *, seed: int = 0, size: int = DEFAULT_IMAGE_SIZE,
@@ -525,27 +613,41 @@ def generate(split: str, num_examples: int, *, seed: int = 0, size: int = DEFAUL
       workers: processes rendering in parallel (blocks of ``4 * chunk``
         examples, yielded in order); the records do not depend on it.
     """
+    return generate_examples(SYNTHETIC, split, num_examples, seed=seed, size=size, body=body,
+                             with_mesh=with_mesh, start=start, chunk=chunk, workers=workers)
+
+
+def generate_examples(recipe: Recipe, split: str, num_examples: int, *, seed: int, size: int,
+                      body: Body | None, with_mesh: bool, start: int, chunk: int,
+                      workers: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    """:func:`generate` for any :class:`Recipe` (same arguments, same contract).
+
+    Per example: ``recipe.rng``, then ``recipe.sample`` for every example of a
+    chunk, one ``smpl.forward`` of the chunk, then ``recipe.render`` with the
+    same generator.
+    """
     if num_examples < 0 or size < 16:
         raise ValueError(f"need num_examples >= 0 and size >= 16, got {num_examples}, {size}")
     body = load_body() if body is None else body
     if workers > 1 and num_examples > 4 * chunk:
-        yield from _generate_parallel(split, num_examples, seed=seed, size=size, body=body,
+        yield from _generate_parallel(recipe, split, num_examples, seed=seed, size=size, body=body,
                                       with_mesh=with_mesh, start=start, chunk=chunk, workers=workers)
         return
     num_betas = body.model.num_betas
     for first in range(start, start + num_examples, chunk):
         indices = range(first, min(first + chunk, start + num_examples))
-        rngs = [example_rng(seed, split, i) for i in indices]
-        poses = np.stack([sample_pose(r) for r in rngs])
-        betas = np.stack([sample_betas(r, num_betas) for r in rngs])
+        rngs = [recipe.rng(seed, split, i) for i in indices]
+        poses, betas, params = zip(*(recipe.sample(r, split, num_betas) for r in rngs))
+        poses, betas = np.stack(poses), np.stack(betas)
         pad = chunk - len(rngs)
         vertices, joints = _posed(body.model, np.pad(poses, ((0, pad), (0, 0))),
                                   np.pad(betas, ((0, pad), (0, 0))))
         vertices, joints = np.asarray(vertices), np.asarray(joints)
         for k, (i, rng) in enumerate(zip(indices, rngs)):
-            record_id = f"synthetic/{split}/{i:06d}"
-            yield record_id, render_example(body, poses[k], betas[k], vertices[k], joints[k], rng,
-                                            size=size, record_id=record_id, with_mesh=with_mesh)
+            record_id = recipe.record_id(split, i, params[k])
+            yield record_id, recipe.render(body, poses[k], betas[k], vertices[k], joints[k], rng,
+                                           params[k], size=size, record_id=record_id,
+                                           with_mesh=with_mesh)
 
 
 _WORKER_BODY: Body | None = None
@@ -557,20 +659,20 @@ def _init_worker(body: Body) -> None:
 
 
 def _generate_block(task: tuple) -> list[tuple[str, dict[str, Any]]]:
-    split, first, count, seed, size, with_mesh, chunk = task
-    return list(generate(split, count, seed=seed, size=size, body=_WORKER_BODY, with_mesh=with_mesh,
-                         start=first, chunk=chunk))
+    recipe, split, first, count, seed, size, with_mesh, chunk = task
+    return list(generate_examples(recipe, split, count, seed=seed, size=size, body=_WORKER_BODY,
+                                  with_mesh=with_mesh, start=first, chunk=chunk, workers=1))
 
 
-def _generate_parallel(split: str, num_examples: int, *, seed: int, size: int, body: Body,
-                       with_mesh: bool, start: int, chunk: int,
+def _generate_parallel(recipe: Recipe, split: str, num_examples: int, *, seed: int, size: int,
+                       body: Body, with_mesh: bool, start: int, chunk: int,
                        workers: int) -> Iterator[tuple[str, dict[str, Any]]]:
-    """:func:`generate` over ``workers`` spawned processes; same records, same order."""
+    """:func:`generate_examples` over ``workers`` spawned processes; same records, same order."""
     import multiprocessing  # noqa: PLC0415
 
     block = 4 * chunk  # a multiple of chunk: bodies are posed in the same groups as serially
-    tasks = [(split, first, min(block, start + num_examples - first), seed, size, with_mesh, chunk)
-             for first in range(start, start + num_examples, block)]
+    tasks = [(recipe, split, first, min(block, start + num_examples - first), seed, size, with_mesh,
+              chunk) for first in range(start, start + num_examples, block)]
     with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker,
                                                    initargs=(body,)) as pool:
         for records in pool.imap(_generate_block, tasks):
