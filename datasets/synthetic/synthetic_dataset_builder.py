@@ -16,8 +16,9 @@ documented there); nothing is downloaded and ``manual_dir`` is not used.
 
 from __future__ import annotations
 
+import abc
 import os
-from typing import Any, Mapping
+from typing import Any, ClassVar, Iterator, Mapping
 
 import tensorflow_datasets as tfds
 
@@ -31,14 +32,15 @@ DEFAULT_SPLIT_SIZES = {"train": 2000, "test": 200}
 SPLITS_WITHOUT_MESH = ("train",)
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
-    """Synthetic people rendered from the free default body (dct_jax.synthetic)."""
+class GeneratedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """The part every builder of generated bodies shares (arguments, features, splits).
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {
-        "1.0.0": "Initial release: default body, cocoplus19 keypoints, COCO-DensePose dense "
-                 "keypoints, IUV and part maps, pose/shape/camera, mesh in non-train splits.",
-    }
+    A subclass sets ``VERSION``, ``RELEASE_NOTES`` and maybe
+    :attr:`DEFAULT_SPLIT_SIZES`, and implements
+    :meth:`_generate` with the contract of ``dct_jax.synthetic.generate``.
+    """
+
+    DEFAULT_SPLIT_SIZES: ClassVar[Mapping[str, int]] = DEFAULT_SPLIT_SIZES
 
     def __init__(self, *, split_sizes: Mapping[str, int] | None = None,
                  image_size: int = synthetic.DEFAULT_IMAGE_SIZE, seed: int = 0,
@@ -57,7 +59,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             needs TensorFlow to write).
           **kwargs: e.g. ``data_dir``.
         """
-        sizes = dict(DEFAULT_SPLIT_SIZES if split_sizes is None else split_sizes)
+        sizes = dict(self.DEFAULT_SPLIT_SIZES if split_sizes is None else split_sizes)
         bad = {k: v for k, v in sizes.items() if not (isinstance(v, int) and v >= 0)}
         if not sizes or bad:
             raise ValueError(f"split_sizes must map split names to counts >= 0, got {sizes}")
@@ -85,6 +87,25 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 for split, n in self._split_sizes.items()}
 
     def _generate_examples(self, split: str, num_examples: int, body: synthetic.Body):
-        yield from synthetic.generate(
+        yield from self._generate(
             split, num_examples, seed=self._seed, size=self._image_size, body=body,
             with_mesh=split not in SPLITS_WITHOUT_MESH, workers=self._num_workers)
+
+    @abc.abstractmethod
+    def _generate(self, split: str, num_examples: int, *, seed: int, size: int,
+                  body: synthetic.Body, with_mesh: bool,
+                  workers: int) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(record_id, record)`` of examples ``0 .. num_examples - 1`` of ``split``."""
+
+
+class Builder(GeneratedBuilder):
+    """Synthetic people rendered from the free default body (dct_jax.synthetic)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release: default body, cocoplus19 keypoints, COCO-DensePose dense "
+                 "keypoints, IUV and part maps, pose/shape/camera, mesh in non-train splits.",
+    }
+
+    def _generate(self, split, num_examples, **kwargs):
+        return synthetic.generate(split, num_examples, **kwargs)
