@@ -58,6 +58,18 @@ COCO17_NAMES = (
 )
 # The paper's / HMR's cocoplus flip permutation (also derived from the names in the tests).
 COCOPLUS19_FLIP_PERM = (5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 12, 13, 14, 16, 15, 18, 17)
+# Subsets of cocoplus19 that a dataset's 2D labels may cover: "lsp14" is LSP's 14 joints
+# (ankles to head top; what UP-3D annotates), "all" every keypoint.
+COCOPLUS19_SUBSETS = {"all": tuple(range(19)), "lsp14": tuple(range(14))}
+# Standard deviation of human annotators per cocoplus19 keypoint, as a fraction of the
+# person's scale (the square root of its area): COCO's per-keypoint constants (the
+# `sigmas` of pycocotools' OKS, measured on 5,000 doubly annotated images). Neck and head
+# top, which COCO does not annotate, take the shoulders' and the ears' values.
+COCOPLUS19_ANNOTATION_SIGMAS = (
+    0.089, 0.087, 0.107, 0.107, 0.087, 0.089,  # ankles, knees, hips
+    0.062, 0.072, 0.079, 0.079, 0.072, 0.062,  # wrists, elbows, shoulders
+    0.079, 0.035, 0.026, 0.025, 0.025, 0.035, 0.035,  # neck, head top, nose, eyes, ears
+)
 
 LAYOUT_NAMES = ("smpl24", "cocoplus19", "coco17")
 BODY_MODELS = ("smpl", "default")

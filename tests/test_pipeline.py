@@ -234,6 +234,83 @@ def test_parse_mixture():
             pipeline.parse_mixture(bad, "train")
 
 
+def test_parse_sources_with_labels():
+    sources = pipeline.parse_sources("synthetic:train=1[2d, dense, 3d=0.2],studio:train=2[2d,3d], coco[]", "train")
+    assert [(e.name, e.split, e.weight, e.labels, e.fraction_3d) for e in sources] == [
+        ("synthetic", "train", 1.0, ("2d", "dense", "3d"), 0.2), ("studio", "train", 2.0, ("2d", "3d"), 1.0),
+        ("coco", "train", 1.0, (), 1.0)]
+    # Written back as it reads (what config.json and the logs show).
+    assert ",".join(map(str, sources)) == "synthetic:train=1[2d,dense,3d=0.2],studio:train=2[2d,3d],coco:train=1[]"
+    assert pipeline.parse_sources("up3d", "trainval")[0].labels is None  # no brackets: every label
+    (sparse,) = pipeline.parse_sources("s[2d=lsp14,2d_noise=1.5,dense]", "train")
+    assert (sparse.keypoint_subset, sparse.keypoint_noise) == ("lsp14", 1.5)
+    assert str(sparse) == "s:train=1[2d=lsp14,2d_noise=1.5,dense]"
+    for bad, message in (("a[2d", "one bracketed label list"), ("a[2d]x", "one bracketed label list"),
+                         ("a[4d]", "unknown label '4d'"), ("a[3d=2]", "3d=2 is not a number in \\[0, 1\\]"),
+                         ("a[dense=0.5]", "unknown label"), ("a[2d,2d]", "given twice"),
+                         ("a[2d=coco5]", "not a keypoint subset"), ("a[dense,2d_noise=1]", "needs the 2d label"),
+                         ("a[2d,2d_noise=-1]", "not a number")):
+        with pytest.raises(ValueError, match=message):
+            pipeline.parse_sources(bad, "train")
+
+
+def test_source_labels_select_the_supervision(source):
+    spec = _spec(inputs=("image",), num_dense=40)
+    record = source[0]
+    rid = record["record_id"].decode()
+    rng = lambda: np.random.default_rng(0)  # noqa: E731
+    full = pipeline.ProcessRecord(spec, train=True).random_map((0, record), rng())
+    assert full["has_smpl"] == 1 and full["has_dense"] == 1 and full["keypoints_weight"].sum() > 0
+    for text, has_2d, has_dense, has_3d in (
+            ("s[2d,dense]", True, True, False), ("s[2d,3d]", True, False, True), ("s[dense,3d]", False, True, True),
+            ("s[]", False, False, False), ("s[2d,3d=0.5]", True, False, pipeline.in_smpl_subset(rid, 0.5))):
+        (entry,) = pipeline.parse_sources(text, "train")
+        example = pipeline.ProcessRecord(entry.example_spec(spec), train=True).random_map((0, record), rng())
+        assert (example["keypoints_weight"].sum() > 0) == has_2d, text
+        assert example["has_dense"] == has_dense and (example["dense_weight"].sum() > 0) == has_dense, text
+        assert example["has_smpl"] == has_3d, text
+        if has_2d:
+            np.testing.assert_array_equal(example["keypoints_weight"], full["keypoints_weight"])
+
+
+def test_sparse_noisy_2d_labels(source):
+    # LSP's 14 joints with annotator-like noise: fixed per record, COCO's scale per keypoint.
+    spec = _spec(inputs=("image",), num_dense=8, normalize_point_weights=False)
+    record = source[1]
+    exact = pipeline.ProcessRecord(spec, train=False).random_map((1, record), np.random.default_rng(0))
+    (entry,) = pipeline.parse_sources("s[2d=lsp14,2d_noise=2]", "train")
+    sparse = pipeline.ProcessRecord(entry.example_spec(spec), train=False)
+    first = sparse.random_map((1, record), np.random.default_rng(0))
+    again = sparse.random_map((1, record), np.random.default_rng(99))  # another epoch, same annotation
+    np.testing.assert_array_equal(first["keypoints"], again["keypoints"])
+    assert first["keypoints_weight"][14:].sum() == 0
+    np.testing.assert_array_equal(first["keypoints_weight"][:14], exact["keypoints_weight"][:14])
+    offsets = pipeline.annotation_noise(record["record_id"].decode(), record["bbox"], 2.0)
+    np.testing.assert_allclose(first["keypoints"] - exact["keypoints"],
+                               offsets * 2.0 / (record["crop_box"][2]), atol=1e-5)  # crop coords: 2 / side
+    # The draw has COCO's per-keypoint spread: over many records, std / (sigma * scale) ~ multiplier.
+    box = np.array([0.0, 0.0, 100.0, 64.0])
+    draws = np.stack([pipeline.annotation_noise(f"r{i}", box, 1.5) for i in range(4000)])
+    expected = 1.5 * 80.0 * np.asarray(keypoints.COCOPLUS19_ANNOTATION_SIGMAS)
+    np.testing.assert_allclose(draws.std(axis=(0, 2)), expected, rtol=0.05)
+
+
+def test_point_weights_are_normalized_per_example(source):
+    # As the official loader: each example's weights average to 1 over the slots, so
+    # a mean over all slots is the mean over the example's own points.
+    spec = _spec(inputs=("image",), num_dense=400)
+    example = pipeline.ProcessRecord(spec, train=True).random_map((0, source[0]), np.random.default_rng(0))
+    raw = pipeline.ProcessRecord(dataclasses.replace(spec, normalize_point_weights=False), train=True).random_map(
+        (0, source[0]), np.random.default_rng(0))
+    for key in ("keypoints_weight", "dense_weight"):
+        count = np.count_nonzero(raw[key])
+        assert 0 < count < raw[key].size, key  # some keypoints unlabelled, dense points padded to 400
+        np.testing.assert_array_equal(raw[key] > 0, example[key] > 0)
+        np.testing.assert_allclose(example[key][raw[key] > 0], raw[key].size / count, rtol=1e-6)
+        assert example[key].mean() == pytest.approx(1.0)
+    np.testing.assert_array_equal(pipeline.per_example_mean_weights(np.zeros(5)), np.zeros(5))
+
+
 def test_records_without_a_body_model_flip(source):
     # Motion-capture records (Human3.6M without SMPL fits) have keypoints and 3D keypoints only.
     record = schema.upgrade_record({k: (v.item() if isinstance(v, np.ndarray) and v.dtype == object else v)

@@ -57,6 +57,7 @@ import numpy as np
 from absl import logging
 
 from dct_jax import densepose
+from dct_jax import keypoints as keypoints_lib
 from dct_jax.data import schema
 
 INPUT_KINDS = ("image", "iuv", "segmentation")
@@ -86,6 +87,17 @@ class ExampleSpec:
       scale_jitter, translate_jitter, flip_prob: training augmentation.
       smpl_path: the SMPL model file for records with ``body_model == "smpl"``
         (needed to flip them: the vertex mirror comes from the template).
+      use_keypoints: keep the records' 2D keypoints as supervision (else their
+        weights are 0; a mixture source without the ``2d`` label).
+      keypoint_subset: a name of ``keypoints.COCOPLUS19_SUBSETS``: only those
+        keypoints count as labelled (e.g. ``"lsp14"``, UP-3D's 14 joints).
+      keypoint_noise: annotation-like noise on the 2D keypoints, in units of
+        COCO's annotator standard deviations (:func:`annotation_noise`; 0: exact).
+      normalize_point_weights: scale each example's keypoint and dense-point
+        weights by (slots / points it has), as the official data loader
+        (``data_preprocess.py``): the losses' mean over all slots is then each
+        example's mean over its own points, not diluted by missing keypoints or
+        by the padding of dense keypoints to ``num_dense``.
     """
 
     image_size: int = 224
@@ -98,6 +110,10 @@ class ExampleSpec:
     translate_jitter: float = 0.0
     flip_prob: float = 0.0
     smpl_path: str | None = None
+    use_keypoints: bool = True
+    normalize_point_weights: bool = True
+    keypoint_subset: str = "all"
+    keypoint_noise: float = 0.0
 
     def __post_init__(self):
         unknown = sorted(set(self.inputs) - set(INPUT_KINDS))
@@ -111,6 +127,11 @@ class ExampleSpec:
             raise ValueError("smpl_fraction and flip_prob must be in [0, 1]")
         if not 0.0 <= self.scale_jitter < 1.0 or self.translate_jitter < 0.0:
             raise ValueError("need 0 <= scale_jitter < 1 and translate_jitter >= 0")
+        if self.keypoint_subset not in keypoints_lib.COCOPLUS19_SUBSETS:
+            raise ValueError(f"keypoint_subset must be one of {sorted(keypoints_lib.COCOPLUS19_SUBSETS)}, "
+                             f"got {self.keypoint_subset!r}")
+        if not self.keypoint_noise >= 0.0:
+            raise ValueError(f"keypoint_noise must be >= 0, got {self.keypoint_noise}")
 
     def without_augmentation(self) -> "ExampleSpec":
         return dataclasses.replace(self, scale_jitter=0.0, translate_jitter=0.0, flip_prob=0.0)
@@ -229,6 +250,34 @@ def in_smpl_subset(record_id: str, fraction: float) -> bool:
     return (zlib.crc32(record_id.encode()) % 10_000) < round(fraction * 10_000)
 
 
+def annotation_noise(record_id: str, bbox: np.ndarray, multiplier: float) -> np.ndarray:
+    """``(19, 2)`` float32 pixel offsets like human annotators' errors, fixed per record.
+
+    Each coordinate of keypoint ``k`` is ``N(0, (multiplier * sigma_k * scale)^2)``
+    with ``sigma_k`` COCO's annotator standard deviation of that keypoint
+    (``keypoints.COCOPLUS19_ANNOTATION_SIGMAS``) and ``scale`` the square root of
+    the area of the person's box ``bbox = [x, y, w, h]``. The draw depends only on
+    the record id, as an annotation is made once, not anew every epoch.
+    """
+    sigmas = np.asarray(keypoints_lib.COCOPLUS19_ANNOTATION_SIGMAS, np.float64)
+    width, height = (float(v) for v in np.asarray(bbox, np.float64)[2:4])
+    scale = np.sqrt(max(width * height, 0.0))
+    rng = np.random.default_rng([zlib.crc32(record_id.encode()), 2])
+    return (rng.standard_normal((sigmas.size, 2)) * (multiplier * scale * sigmas)[:, None]).astype(np.float32)
+
+
+def per_example_mean_weights(weight: np.ndarray) -> np.ndarray:
+    """``(N,)`` point weights times ``N / (number of nonzero weights)`` (unchanged if all are 0).
+
+    The official loader's normalization (``data_preprocess.py``: keypoints x K /
+    visible, dense points x dp_num_max / valid): a loss that averages over all
+    ``N`` slots then averages over the example's own points.
+    """
+    weight = np.asarray(weight, np.float32)
+    count = np.count_nonzero(weight)
+    return weight * np.float32(weight.size / count) if count else weight
+
+
 # ----------------------------------------------------------------------------- transforms
 
 
@@ -334,9 +383,15 @@ class ProcessRecord(grain.transforms.RandomMap):
         has_kp = bool(record["has_keypoints"])
         keypoints_px = np.asarray(record["keypoints"], np.float32)
         visibility = np.asarray(record["keypoints_visibility"])
-        if has_kp:
+        if spec.keypoint_subset != "all":  # a dataset that labels only these keypoints
+            labelled = np.zeros(visibility.shape, bool)
+            labelled[list(keypoints_lib.COCOPLUS19_SUBSETS[spec.keypoint_subset])] = True
+            visibility = np.where(labelled, visibility, 0)
+        if has_kp and spec.keypoint_noise:  # as annotators would have placed them
+            keypoints_px = keypoints_px + annotation_noise(record_id, record["bbox"], spec.keypoint_noise)
+        if has_kp and spec.use_keypoints:
             example["keypoints"] = schema.image_to_crop(keypoints_px, box)
-            example["keypoints_weight"] = (visibility > 0).astype(np.float32)
+            example["keypoints_weight"] = self._point_weights(visibility > 0)
 
         iuv_full = None
         # Decoded (and refined) only if used: as an input, or as the dense keypoints' source
@@ -380,7 +435,7 @@ class ProcessRecord(grain.transforms.RandomMap):
             example.update(dense_xy=schema.image_to_crop(xy, box),
                            dense_vertex_ids=points.vertex_ids.astype(np.int32),
                            dense_barycentric=points.barycentric.astype(np.float32),
-                           dense_weight=weight.astype(np.float32),
+                           dense_weight=self._point_weights(weight),
                            has_dense=np.float32(weight.sum() > 0))
 
         if self.train and spec.flip_prob and rng.random() < spec.flip_prob:
@@ -392,6 +447,11 @@ class ProcessRecord(grain.transforms.RandomMap):
             mirror = body_assets(body_model or "default", spec.smpl_path).mirror
             example = flip.flip_example(example, mirror)
         return example
+
+    def _point_weights(self, weight: np.ndarray) -> np.ndarray:
+        """``(N,)`` float32 point weights, normalized per example if the spec says so."""
+        weight = np.asarray(weight, np.float32)
+        return per_example_mean_weights(weight) if self.spec.normalize_point_weights else weight
 
     def _dense(self, record, iuv_full, body_model: str, rng: np.random.Generator):
         source = self.spec.dense_source
@@ -442,7 +502,7 @@ def load_source(dataset: str, *, data_dir: str | None, split: str):
     return builder.as_data_source(split=split)
 
 
-def train_dataset(source: Any, spec: ExampleSpec, *, batch_size: int, seed: int,
+def train_dataset(source: Any, spec: ExampleSpec | Sequence[ExampleSpec], *, batch_size: int, seed: int,
                   shard_index: int = 0, shard_count: int = 1,
                   weights: Sequence[float] | None = None) -> grain.MapDataset:
     """Shuffled (every epoch anew), repeated, augmented batches: one process's rows of each global batch.
@@ -458,8 +518,13 @@ def train_dataset(source: Any, spec: ExampleSpec, *, batch_size: int, seed: int,
     COCO-DensePose + Human3.6M); each is shuffled and repeated on its own and
     examples are drawn from them in proportion to ``weights`` (default equal),
     so one batch mixes supervision kinds (the ``has_*`` flags per example).
+    ``spec`` is one spec for every source or one per source
+    (:meth:`MixtureSource.example_spec`: what each source supervises).
     """
     sources = list(source) if isinstance(source, (list, tuple)) else [source]
+    specs = list(spec) if isinstance(spec, (list, tuple)) else [spec] * len(sources)
+    if len(specs) != len(sources):
+        raise ValueError(f"{len(specs)} example specs for {len(sources)} sources")
     if weights is not None and len(weights) != len(sources):
         raise ValueError(f"{len(weights)} mixture weights for {len(sources)} sources")
     if weights is not None and (min(weights) < 0 or sum(weights) <= 0):
@@ -472,37 +537,165 @@ def train_dataset(source: Any, spec: ExampleSpec, *, batch_size: int, seed: int,
         if len(ds) == 0:
             raise ValueError(f"the training split of source {i} is empty")
         ds = ds.shuffle(seed=seed + i).repeat(None)
-        parts.append(ds.random_map(ProcessRecord(spec, train=True), seed=seed + i))
+        parts.append(ds.random_map(ProcessRecord(specs[i], train=True), seed=seed + i))
     ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, None if weights is None else list(weights))
     ds = ds.batch(batch_size, drop_remainder=True, batch_fn=stack_examples)
     return ds[shard_index::shard_count] if shard_count > 1 else ds
 
 
-def parse_mixture(text: str, default_split: str) -> list[tuple[str, str, float]]:
-    """``"up3d:trainval=2,coco_densepose=1"`` -> ``[(name, split, weight), ...]``.
+# Labels a mixture source can supervise with (``NAME[:SPLIT][=WEIGHT][LABELS]``).
+MIXTURE_LABELS = ("2d", "3d", "dense")
 
-    Each entry is ``NAME[:SPLIT][=WEIGHT]``; the split defaults to
-    ``default_split`` and the weight to 1.
+
+@dataclasses.dataclass(frozen=True)
+class MixtureSource:
+    """One source of a training mixture: which records, how often, and what they supervise.
+
+    Attributes:
+      name: a builder name of ``datasets/`` or a built directory.
+      split: its split.
+      weight: relative sampling weight (>= 0).
+      labels: the supervision its records contribute, a subset of
+        :data:`MIXTURE_LABELS` (``2d`` keypoints; ``3d``: SMPL pose and shape,
+        3D joints and 3D keypoints; ``dense`` keypoints), each used where a
+        record has it; ``None``: every label the records have, with
+        ``config.data.smpl_fraction`` (the form without brackets).
+      fraction_3d: with ``3d``, the fraction of records (a fixed subset chosen
+        by record id, :func:`in_smpl_subset`) that keep their 3D labels (``3d=F``).
+      keypoint_subset: with ``2d``, the keypoints labelled (``2d=lsp14``).
+      keypoint_noise: annotation-like noise on the 2D keypoints (``2d_noise=M``;
+        :func:`annotation_noise`).
+    """
+
+    name: str
+    split: str
+    weight: float = 1.0
+    labels: tuple[str, ...] | None = None
+    fraction_3d: float = 1.0
+    keypoint_subset: str = "all"
+    keypoint_noise: float = 0.0
+
+    def __str__(self) -> str:
+        text = f"{self.name}:{self.split}={self.weight:g}"
+        if self.labels is None:
+            return text
+        items = []
+        for label in self.labels:
+            if label == "3d" and self.fraction_3d < 1:
+                items.append(f"3d={self.fraction_3d:g}")
+            elif label == "2d" and self.keypoint_subset != "all":
+                items.append(f"2d={self.keypoint_subset}")
+            else:
+                items.append(label)
+            if label == "2d" and self.keypoint_noise:
+                items.append(f"2d_noise={self.keypoint_noise:g}")
+        return text + "[" + ",".join(items) + "]"
+
+    def example_spec(self, spec: ExampleSpec) -> ExampleSpec:
+        """``spec`` restricted to this source's labels (unchanged without a label list)."""
+        if self.labels is None:
+            return spec
+        return dataclasses.replace(
+            spec, use_keypoints="2d" in self.labels,
+            dense_source=spec.dense_source if "dense" in self.labels else "none",
+            smpl_fraction=self.fraction_3d if "3d" in self.labels else 0.0,
+            keypoint_subset=self.keypoint_subset, keypoint_noise=self.keypoint_noise)
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Splits on commas outside square brackets."""
+    items, depth, current = [], 0, []
+    for char in text:
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth -= 1
+        if char == "," and depth == 0:
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    items.append("".join(current))
+    return items
+
+
+def _number(item: str, label: str, value: str, low: float, high: float) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not low <= number <= high:
+        raise ValueError(f"mixture entry {item!r}: {label}={value} is not a number in [{low:g}, {high:g}]")
+    return number
+
+
+def _parse_labels(item: str, text: str) -> dict[str, Any]:
+    """``"2d=lsp14,2d_noise=1,3d=0.2"`` -> the :class:`MixtureSource` fields they set."""
+    labels, options = [], {}
+    for label in (part.strip() for part in text.split(",")):
+        if not label:
+            continue
+        name, sep, value = (part.strip() for part in label.partition("="))
+        if name == "2d_noise" and sep:
+            options["keypoint_noise"] = _number(item, name, value, 0.0, float("inf"))
+            continue
+        if name not in MIXTURE_LABELS or (sep and name == "dense"):
+            raise ValueError(f"mixture entry {item!r}: unknown label {label!r}; labels are 2d, 2d=SUBSET "
+                             f"({'|'.join(keypoints_lib.COCOPLUS19_SUBSETS)}), 2d_noise=M, dense, 3d and "
+                             "3d=FRACTION (e.g. [2d=lsp14,dense,3d=0.2])")
+        if name in labels:
+            raise ValueError(f"mixture entry {item!r}: label {name!r} is given twice")
+        labels.append(name)
+        if sep and name == "3d":
+            options["fraction_3d"] = _number(item, name, value, 0.0, 1.0)
+        elif sep:
+            if value not in keypoints_lib.COCOPLUS19_SUBSETS:
+                raise ValueError(f"mixture entry {item!r}: 2d={value} is not a keypoint subset; expected one "
+                                 f"of {sorted(keypoints_lib.COCOPLUS19_SUBSETS)}")
+            options["keypoint_subset"] = value
+    if "keypoint_noise" in options and "2d" not in labels:
+        raise ValueError(f"mixture entry {item!r}: 2d_noise needs the 2d label")
+    return dict(options, labels=tuple(labels))
+
+
+def parse_sources(text: str, default_split: str) -> list[MixtureSource]:
+    """``"synthetic:train=1[2d,dense],studio:train=1[2d,3d]"`` -> :class:`MixtureSource` list.
+
+    Each entry is ``NAME[:SPLIT][=WEIGHT][[LABEL,...]]``; the split defaults to
+    ``default_split``, the weight to 1, the labels to all (see
+    :class:`MixtureSource`). ``[]`` is a source that supervises nothing.
     """
     entries = []
-    for item in (part.strip() for part in text.split(",")):
+    for item in (part.strip() for part in _split_top_level(text)):
         if not item:
             continue
-        name_split, _, weight_text = item.partition("=")
+        head, options = item, {}
+        if "[" in item or "]" in item:
+            head, sep, rest = item.partition("[")
+            if not sep or not rest.endswith("]") or "[" in rest or rest.count("]") != 1:
+                raise ValueError(f"mixture entry {item!r}: expected NAME[:SPLIT][=WEIGHT][LABEL,...] "
+                                 "with one bracketed label list at the end, e.g. synthetic:train=1[2d,dense]")
+            options = _parse_labels(item, rest[:-1])
+        name_split, _, weight_text = head.partition("=")
         name, _, split = name_split.partition(":")
         try:
-            weight = float(weight_text) if weight_text else 1.0
+            weight = float(weight_text) if weight_text.strip() else 1.0
         except ValueError:
             raise ValueError(f"mixture entry {item!r}: weight {weight_text!r} is not a number "
                              "(expected NAME[:SPLIT][=WEIGHT], e.g. up3d:trainval=2)") from None
         if not name.strip() or weight < 0:
             raise ValueError(f"mixture entry {item!r}: expected NAME[:SPLIT][=WEIGHT] with a weight >= 0")
-        entries.append((name.strip(), split.strip() or default_split, weight))
+        entries.append(MixtureSource(name.strip(), split.strip() or default_split, weight, **options))
     if not entries:
         raise ValueError(f"empty mixture {text!r}; expected e.g. 'up3d:trainval=1,coco_densepose:train=1'")
-    if sum(w for _, _, w in entries) <= 0:
+    if sum(e.weight for e in entries) <= 0:
         raise ValueError(f"mixture {text!r}: the weights sum to 0")
     return entries
+
+
+def parse_mixture(text: str, default_split: str) -> list[tuple[str, str, float]]:
+    """``"up3d:trainval=2,coco_densepose=1"`` -> ``[(name, split, weight), ...]`` (labels: :func:`parse_sources`)."""
+    return [(e.name, e.split, e.weight) for e in parse_sources(text, default_split)]
 
 
 def eval_dataset(source: Any, spec: ExampleSpec, *, batch_size: int, shard_index: int = 0,
