@@ -15,9 +15,9 @@ import ml_collections
 
 from dct_jax.train import MODEL_INPUTS
 
-# Table 3's supervision settings -> (3D labels kept on this fraction of records,
-# 3D loss on, dense loss on). Official weights: keypoint 10, 3D 10, dense 1
-# with 3D supervision and 10 without.
+# Table 3's supervision settings -> (3D labels kept on this fraction of the in-the-wild
+# records, in-the-wild 3D labels used, dense loss on). Official weights: keypoint 10,
+# 3D 10, dense 1 with in-the-wild 3D supervision and 10 without.
 SUPERVISIONS = {
     "3d_dense": (1.0, True, True),
     "3d20_dense": (0.2, True, True),
@@ -29,11 +29,60 @@ SUPERVISIONS = {
 INPUTS = MODEL_INPUTS
 
 
-def apply_supervision(config: ml_collections.ConfigDict, supervision: str) -> None:
-    """Sets the loss weights and the 3D fraction of a Table 3 supervision setting."""
+# The paper's protocol (official code, compose_dataset.py): every training run adds
+# Human3.6M, sized to the other training sets, beside the in-the-wild data.
+# In-the-wild data name -> (its training source, the 3D source, evaluation dataset,
+# in-the-wild training records).
+PROTOCOL_SOURCES = {
+    "synthetic": ("synthetic:train", "studio:train", "synthetic", 2000),  # studio: the Human3.6M stand-in
+    "up3d": ("up3d:trainval", "h36m:train", "up3d", 7126),
+}
+
+
+def _check_supervision(supervision: str) -> tuple[float, bool, bool]:
     if supervision not in SUPERVISIONS:
         raise ValueError(f"unknown supervision {supervision!r}; expected one of {sorted(SUPERVISIONS)}")
-    fraction, use_3d, use_dense = SUPERVISIONS[supervision]
+    return SUPERVISIONS[supervision]
+
+
+def apply_protocol(config: ml_collections.ConfigDict, supervision: str, data: str = "synthetic") -> None:
+    """The paper's training protocol for a Table 3 supervision setting (the official code's).
+
+    Two sources, drawn 1:1 (``config.train_mixture``): the in-the-wild one
+    (synthetic or UP-3D) with 2D keypoints, dense keypoints if the setting has
+    them, and its 3D labels on all, a fixed 20% (by record id) or none of its
+    records; and the 3D source (studio or Human3.6M) with its SMPL and 2D
+    labels in every setting. Loss weights as ``train_up3d_img_dp.sh`` and
+    ``train_up3d_img_3d_dp.sh``: SMPL 10 and keypoints 10 always, dense 1 with
+    in-the-wild 3D and 10 without; no 3D-joint loss (the official code has none).
+    Steps: 20 epochs of both sources at ``config.batch_size``.
+    """
+    fraction, use_3d, use_dense = _check_supervision(supervision)
+    if data not in PROTOCOL_SOURCES:
+        raise ValueError(f"unknown protocol data {data!r}; expected one of {sorted(PROTOCOL_SOURCES)}")
+    wild, lab, eval_dataset, wild_records = PROTOCOL_SOURCES[data]
+    labels = ["2d"] + (["dense"] if use_dense else [])
+    if use_3d:
+        labels.append("3d" if fraction >= 1 else f"3d={fraction:g}")
+    config.supervision = supervision
+    config.dataset = eval_dataset
+    config.train_mixture = f"{wild}=1[{','.join(labels)}],{lab}=1[2d,3d]"
+    config.data.smpl_fraction = 1.0  # the per-source labels decide
+    config.loss.keypoint = 10.0
+    config.loss.smpl = 10.0
+    config.loss.joints3d = 0.0
+    config.loss.keypoints3d = 0.0
+    config.loss.dense = (1.0 if use_3d else 10.0) if use_dense else 0.0
+    config.num_train_steps = 20 * 2 * wild_records // config.batch_size
+
+
+def apply_supervision(config: ml_collections.ConfigDict, supervision: str) -> None:
+    """A Table 3 supervision setting on ``config.dataset`` alone (no 3D source; the quickstart's).
+
+    Without 3D the SMPL and 3D-joint losses are off; see :func:`apply_protocol`
+    for the paper's protocol.
+    """
+    fraction, use_3d, use_dense = _check_supervision(supervision)
     config.supervision = supervision
     config.data.smpl_fraction = fraction
     config.loss.keypoint = 10.0
@@ -50,11 +99,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset = "synthetic"
     config.data_dir = "~/tensorflow_datasets"
     config.train_split = "train"
-    # Train on several datasets at once: "NAME[:SPLIT][=WEIGHT],..." (e.g. configs/mixed.py);
-    # "" trains on config.dataset's train_split. Evaluation always uses config.dataset.
+    # Train on several datasets at once: "NAME[:SPLIT][=WEIGHT][[LABEL,...]],..." (e.g. configs/mixed.py);
+    # LABELS (2d, dense, 3d or 3d=FRACTION) say what a source's records supervise, all they have
+    # without brackets (apply_protocol). "" trains on config.dataset's train_split.
+    # Evaluation always uses config.dataset.
     config.train_mixture = ""
     config.eval_split = "test"
-    # Build a generated dataset (synthetic) into data_dir when it is missing.
+    # Build the generated datasets the config reads (synthetic, studio) into data_dir when missing.
     config.build_dataset_if_missing = False
     config.build_split_sizes = ml_collections.ConfigDict({"train": 2000, "test": 200})
     # The body model of the dataset's records: None = the free default body;
@@ -66,6 +117,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.fsdp = False
     config.eval_batch_size = 64
     config.num_train_steps = 20 * 2000 // 128  # paper: 20 epochs (of the dataset in use)
+    # Start from another run's network (e.g. pretraining): its workdir, checkpoints/ or one step;
+    # the optimizer starts afresh. Used only when the workdir has no checkpoint yet.
+    config.init_from = ml_collections.FieldReference(None, field_type=str)
     config.optimizer = "adam"  # the paper's; or "sgd" (with config.sgd_momentum)
     config.sgd_momentum = 0.9
     config.learning_rate = 1e-4
@@ -89,6 +143,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.dense_source = "auto"  # annotation | iuv | auto | none
     config.data.refine_iuv = True
     config.data.smpl_fraction = 1.0
+    # Each example's keypoint and dense weights x (slots / points it has), as the official loader.
+    config.data.normalize_point_weights = True
     config.data.scale_jitter = 0.2
     config.data.translate_jitter = 0.1
     config.data.flip_prob = 0.5

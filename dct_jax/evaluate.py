@@ -194,6 +194,14 @@ def write_report(report: Mapping[str, Any], workdir: str) -> str:
     return path
 
 
+def append_history(report: Mapping[str, Any], workdir: str) -> str:
+    """Appends ``report`` as one line to ``workdir/eval_<split>_history.jsonl`` (every evaluation of a run)."""
+    path = os.path.join(workdir, f"eval_{report['split']}_history.jsonl")
+    with open(path, "a") as f:
+        f.write(json.dumps(report) + "\n")
+    return path
+
+
 _LABELS = {"pve_mm": "PVE (mm)", "mpjpe_mm": "MPJPE (mm)", "pa_mpjpe_mm": "PA-MPJPE (mm)",
            "pvet_mm": "PVE-T (mm)", "dkd": "DKD (px @224)"}
 

@@ -96,6 +96,7 @@ def example_spec(config: ml_collections.ConfigDict, *, train: bool) -> pipeline.
         image_size=d.image_size, inputs=inputs, num_dense=d.num_dense,
         dense_source=d.dense_source if (config.loss.dense > 0 or not train) else "none",
         refine_iuv=d.refine_iuv, smpl_fraction=d.smpl_fraction if train else 1.0,
+        normalize_point_weights=d.get("normalize_point_weights", True),
         scale_jitter=d.scale_jitter, translate_jitter=d.translate_jitter, flip_prob=d.flip_prob,
         smpl_path=config.smpl_path)
     return spec if train else spec.without_augmentation()
@@ -163,9 +164,31 @@ def initial_state(model: regressor_lib.Regressor, tx: optax.GradientTransformati
             backbone = convert.load_torchvision(path, depth, width=config.model.width)
             variables = convert.merge_backbone(variables, backbone, name)
             logging.info("Initialized %s from %s", name, path)
+    if pretrained and config.get("init_from"):
+        variables = variables_from_checkpoint(config.init_from, variables)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                       opt_state=tx.init(params), nonfinite_steps=jnp.zeros((), jnp.int32))
+
+
+def variables_from_checkpoint(path: str, like: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters and BatchNorm statistics of another run's checkpoint (e.g. pretraining).
+
+    ``path`` is anything ``inference.load_checkpoint`` takes (a workdir, its
+    ``checkpoints/`` or one step); the network must be the one of ``like``
+    (fresh variables of this run), else a ValueError says what differs.
+    """
+    from dct_jax import inference  # noqa: PLC0415
+
+    loaded = inference.load_checkpoint(path).variables
+    loaded = {"params": loaded["params"], "batch_stats": loaded.get("batch_stats", {})}
+    expected = {"params": like["params"], "batch_stats": like.get("batch_stats", {})}
+    shapes = lambda tree: jax.tree.map(lambda x: tuple(np.shape(x)), tree)  # noqa: E731
+    if jax.tree.structure(loaded) != jax.tree.structure(expected) or shapes(loaded) != shapes(expected):
+        raise ValueError(f"config.init_from={path} holds another network than this run's "
+                         f"(config.model); start from a checkpoint of the same model")
+    logging.info("Initialized the network from %s", path)
+    return jax.tree.map(np.asarray, loaded)
 
 
 def abstract_state(model: regressor_lib.Regressor, tx: optax.GradientTransformation,
@@ -350,39 +373,66 @@ def load_body(config: ml_collections.ConfigDict) -> tuple[smpl.SMPLModel, keypoi
     return body, keypoints.get_layout("cocoplus19", body=name)
 
 
-def load_train_sources(config: ml_collections.ConfigDict) -> tuple[list[Any], list[float] | None]:
-    """The training data sources: ``config.dataset``'s ``train_split``, or ``config.train_mixture``'s.
+def mixture_sources(config: ml_collections.ConfigDict) -> list[pipeline.MixtureSource]:
+    """The training sources: ``config.train_mixture``'s, or ``config.dataset``'s ``train_split`` alone.
 
-    ``config.train_mixture`` (``"NAME[:SPLIT][=WEIGHT],..."``, see
-    ``pipeline.parse_mixture``) trains on several datasets at once; evaluation
-    stays on ``config.dataset``.
+    ``config.train_mixture`` (``"NAME[:SPLIT][=WEIGHT][[LABEL,...]],..."``, see
+    ``pipeline.parse_sources``) trains on several datasets at once, each with
+    the supervision its labels name; evaluation stays on ``config.dataset``.
     """
     mixture = config.get("train_mixture") or ""
     if not mixture:
-        return [pipeline.load_source(config.dataset, data_dir=config.data_dir, split=config.train_split)], None
-    entries = pipeline.parse_mixture(mixture, config.train_split)
-    sources = [pipeline.load_source(name, data_dir=config.data_dir, split=split) for name, split, _ in entries]
+        return [pipeline.MixtureSource(config.dataset, config.train_split)]
+    return pipeline.parse_sources(mixture, config.train_split)
+
+
+def load_train_sources(config: ml_collections.ConfigDict) -> tuple[list[Any], list[float] | None]:
+    """The data sources of :func:`mixture_sources` and their weights (None for one source)."""
+    entries = mixture_sources(config)
+    sources = [pipeline.load_source(e.name, data_dir=config.data_dir, split=e.split) for e in entries]
+    if not config.get("train_mixture"):
+        return sources, None
     logging.info("Training on a mixture: %s", ", ".join(
-        f"{name}:{split} ({len(source)} records, weight {weight:g})"
-        for (name, split, weight), source in zip(entries, sources)))
-    return sources, [weight for _, _, weight in entries]
+        f"{entry} ({len(source)} records)" for entry, source in zip(entries, sources)))
+    return sources, [e.weight for e in entries]
+
+
+def generated_datasets(config: ml_collections.ConfigDict) -> list[str]:
+    """The generated datasets (builders taking ``split_sizes``: synthetic, studio) a config reads."""
+    import inspect  # noqa: PLC0415
+
+    import datasets as datasets_lib  # noqa: PLC0415
+
+    names = [config.dataset] + [e.name for e in mixture_sources(config)]
+    found = []
+    for name in dict.fromkeys(names):
+        if os.path.isdir(name) or name not in datasets_lib.builder_names():
+            continue
+        if "split_sizes" in inspect.signature(datasets_lib.builder_class(name).__init__).parameters:
+            found.append(name)
+    return found
 
 
 def prepare_dataset(config: ml_collections.ConfigDict) -> None:
-    """Builds a generated dataset into ``config.data_dir`` if asked and missing."""
-    if not config.get("build_dataset_if_missing") or os.path.isdir(config.dataset):
+    """Builds the generated datasets the config reads into ``config.data_dir``, if asked and missing.
+
+    Each gets ``config.build_split_sizes`` (so the studio source has as many
+    training records as the synthetic in-the-wild one, as the official code
+    sizes Human3.6M to the other training sets).
+    """
+    if not config.get("build_dataset_if_missing"):
         return
     import datasets as datasets_lib  # noqa: PLC0415
     import importlib  # noqa: PLC0415
 
     data_dir = os.path.expanduser(config.data_dir)
-    builder = datasets_lib.builder_class(config.dataset)(data_dir=data_dir)
-    if builder.is_prepared():
-        return
-    if jax.process_index() == 0:
-        logging.info("Building dataset %s into %s", config.dataset, data_dir)
-        sizes = dict(config.build_split_sizes) if config.get("build_split_sizes") else None
-        importlib.import_module("datasets.__main__").build(config.dataset, data_dir=data_dir, split_sizes=sizes)
+    for name in generated_datasets(config):
+        if datasets_lib.builder_class(name)(data_dir=data_dir).is_prepared():
+            continue
+        if jax.process_index() == 0:
+            logging.info("Building dataset %s into %s", name, data_dir)
+            sizes = dict(config.build_split_sizes) if config.get("build_split_sizes") else None
+            importlib.import_module("datasets.__main__").build(name, data_dir=data_dir, split_sizes=sizes)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils  # noqa: PLC0415
 
@@ -428,7 +478,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                  "batch %d (%d per process)", config.model.inputs, model.encoder, num_params / 1e6,
                  jax.device_count(), jax.process_count(), config.batch_size, local_batch)
 
-    ds = pipeline.train_dataset(train_sources, example_spec(config, train=True), batch_size=local_batch,
+    spec = example_spec(config, train=True)
+    ds = pipeline.train_dataset(train_sources, [e.example_spec(spec) for e in mixture_sources(config)],
+                                batch_size=local_batch,
                                 seed=config.seed, shard_index=jax.process_index(),
                                 shard_count=jax.process_count(), weights=mixture_weights)
     data_iter = pipeline.make_iterator(ds, workers=config.data.workers, prefetch_threads=config.data.threads)
@@ -471,6 +523,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         writer.scalars(step, {f"eval/{k}": v for k, v in report["metrics"].items()})
         if is_main:
             evaluate.write_report(report, workdir)
+            evaluate.append_history(report, workdir)
         return report
 
     step = int(state.step)

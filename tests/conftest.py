@@ -16,18 +16,22 @@ jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 TINY_SPLITS = {"train": 12, "test": 6}
+TINY_STUDIO_SPLITS = {"train": 8, "test": 4}
 TINY_IMAGE_SIZE = 64
 
 
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory) -> str:
-    """A data_dir holding ``synthetic`` with 12 train and 6 test records of 64x64 pixels."""
+    """A data_dir holding ``synthetic`` (12 train, 6 test records) and ``studio`` (8, 4) of 64x64 pixels."""
     import datasets
 
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     builder = datasets.builder_class("synthetic")(
         data_dir=data_dir, split_sizes=TINY_SPLITS, image_size=TINY_IMAGE_SIZE)
     builder.download_and_prepare()
+    # The studio set (the Human3.6M stand-in of the paper's protocol) beside it.
+    datasets.builder_class("studio")(
+        data_dir=data_dir, split_sizes=TINY_STUDIO_SPLITS, image_size=TINY_IMAGE_SIZE).download_and_prepare()
     return data_dir
 
 

@@ -164,15 +164,24 @@ def test_evaluation_keeps_one_result_per_image(tiny_data_dir):
 
 
 def test_table3_config_cells():
+    # The official protocol: the 3D source (studio; Human3.6M on real data) in every cell with its
+    # SMPL and 2D labels, the cell deciding the in-the-wild labels; SMPL weight 10 everywhere.
     from configs import table3
 
     config = table3.get_config("image_seg,3d20_dense")
-    assert config.model.inputs == "image_seg" and config.data.smpl_fraction == 0.2
-    assert (config.loss.smpl, config.loss.dense) == (10.0, 1.0)
+    assert config.model.inputs == "image_seg" and config.dataset == "synthetic"
+    assert config.train_mixture == "synthetic:train=1[2d,dense,3d=0.2],studio:train=1[2d,3d]"
+    assert (config.loss.smpl, config.loss.dense, config.loss.joints3d) == (10.0, 1.0, 0.0)
     config = table3.get_config("iuv,dense")
-    assert (config.loss.smpl, config.loss.dense, config.loss.keypoint) == (0.0, 10.0, 10.0)
-    with pytest.raises(ValueError, match="INPUT,SUPERVISION"):
-        table3.get_config("image,4d")
+    assert config.train_mixture == "synthetic:train=1[2d,dense],studio:train=1[2d,3d]"
+    assert (config.loss.smpl, config.loss.dense, config.loss.keypoint) == (10.0, 10.0, 10.0)
+    config = table3.get_config("image,2d,up3d")
+    assert config.train_mixture == "up3d:trainval=1[2d],h36m:train=1[2d,3d]" and config.dataset == "up3d"
+    assert config.loss.dense == 0.0 and not config.build_dataset_if_missing
+    assert train.generated_datasets(table3.get_config("image,3d")) == ["synthetic", "studio"]
+    for bad in ("image,4d", "image,3d,lsp"):
+        with pytest.raises(ValueError, match="INPUT,SUPERVISION"):
+            table3.get_config(bad)
 
 
 def test_encoders_start_from_torchvision_weights(tiny_data_dir, tmp_path):
@@ -200,3 +209,89 @@ def test_encoders_start_from_torchvision_weights(tiny_data_dir, tmp_path):
     config.model.init_aux_from = path
     with pytest.raises(ValueError, match="has no auxiliary branch"):
         train.initial_state(model, tx, config, jax.random.key(0))
+
+
+def test_a_run_starts_from_another_runs_network(tiny_data_dir, tiny_checkpoint):
+    from dct_jax import inference
+
+    workdir = tiny_checkpoint("image_iuv")
+    config = tiny_config(tiny_data_dir, "image_iuv")
+    config.init_from = workdir
+    model = train.create_model(config.model)
+    tx, _ = train.create_optimizer(config)
+    state = train.initial_state(model, tx, config, jax.random.key(7))
+    saved = inference.load_checkpoint(workdir).variables
+    for key in ("params", "batch_stats"):
+        jax.tree.map(np.testing.assert_array_equal, getattr(state, key), saved[key])
+    assert int(state.step) == 0  # a fresh run: step and optimizer start anew
+    config = tiny_config(tiny_data_dir, "image")
+    config.init_from = workdir
+    with pytest.raises(ValueError, match="holds another network"):
+        train.initial_state(train.create_model(config.model), tx, config, jax.random.key(7))
+
+
+def _protocol_batch(tiny_data_dir, cell, *, batch_size=16, shard_index=0, shard_count=1, index=0):
+    """A real training batch of a Table 3 cell's config (its mixture, labels and weights)."""
+    from configs import table3
+
+    config = table3.get_config(cell)
+    config.data_dir = tiny_data_dir
+    config.data.image_size, config.data.num_dense, config.data.threads = 32, 20, 0
+    sources, weights = train.load_train_sources(config)
+    specs = [e.example_spec(train.example_spec(config, train=True)) for e in train.mixture_sources(config)]
+    ds = pipeline.train_dataset(sources, specs, batch_size=batch_size, seed=0, weights=weights,
+                                shard_index=shard_index, shard_count=shard_count)
+    return config, ds[index]
+
+
+def test_protocol_masks_follow_the_sources(tiny_data_dir):
+    # Dense & 2D: an in-the-wild record never reaches the SMPL or 3D losses, a studio record always
+    # does; dense keypoints only from the in-the-wild records; 2D keypoints from both.
+    config, batch = _protocol_batch(tiny_data_dir, "image,dense")
+    studio = np.array([str(i).startswith("studio/") for i in batch["image_id"]])
+    assert 0 < studio.sum() < len(studio) and batch["valid"].all()
+    assert (batch["has_smpl"] == studio).all()
+    assert not batch["has_joints"][~studio].any() and not batch["has_keypoints3d"][~studio].any()
+    assert (batch["has_dense"] == ~studio).all()
+    assert (batch["keypoints_weight"].sum(1) > 0).all()
+    # The SMPL loss of the real batch ignores the in-the-wild targets and follows the studio ones.
+    model = train.create_model(tiny_config(tiny_data_dir, "image").model)
+    body, layout = train.load_body(config)
+    weights = train.loss_weights(config)
+    device, _ = pipeline.split_host_fields(batch)
+    variables = model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32), None, train=False)
+    output = train.predict(variables, device, model=model, inputs="image")
+
+    def terms(pose):
+        return train.compute_losses(output, dict(device, smpl_pose=pose), body, layout, weights)[1]
+
+    base = terms(device["smpl_pose"])
+    assert set(base) == {"keypoint", "smpl", "dense"}  # no 3D-joint terms in the protocol
+    noise = np.random.default_rng(0).normal(size=device["smpl_pose"].shape).astype(np.float32)
+    wild_changed = terms(np.where(studio[:, None], device["smpl_pose"], noise))
+    studio_changed = terms(np.where(studio[:, None], noise, device["smpl_pose"]))
+    assert float(wild_changed["smpl"]) == float(base["smpl"])
+    assert abs(float(studio_changed["smpl"]) - float(base["smpl"])) > 1e-3
+
+
+def test_the_20_percent_are_fixed_records(tiny_data_dir):
+    # "20% 3D": which in-the-wild records keep their SMPL labels depends on the record id only:
+    # the same over the stream, on one process or two, and after a restart.
+    def labelled(shard_index=0, shard_count=1, batches=(0, 1, 2)):
+        seen = {}
+        for index in batches:
+            _, batch = _protocol_batch(tiny_data_dir, "image,3d20_dense", batch_size=16 // shard_count,
+                                       shard_index=shard_index, shard_count=shard_count, index=index)
+            for image_id, has in zip(batch["image_id"], batch["has_smpl"]):
+                if str(image_id).startswith("synthetic/"):
+                    assert seen.setdefault(str(image_id), bool(has)) == bool(has), image_id
+        return seen
+
+    one = labelled()
+    assert one == {rid: pipeline.in_smpl_subset(rid, 0.2) for rid in one}
+    assert len(one) == 12  # every in-the-wild record seen; which of them are labelled is its id's business
+    fraction = np.mean([pipeline.in_smpl_subset(f"synthetic/train/{i:06d}", 0.2) for i in range(2000)])
+    assert abs(fraction - 0.2) < 0.03
+    two = {**labelled(0, 2), **labelled(1, 2)}
+    assert two == one
+    assert labelled(batches=(5, 6)) == {rid: one[rid] for rid in labelled(batches=(5, 6))}
