@@ -45,7 +45,8 @@ def _check_supervision(supervision: str) -> tuple[float, bool, bool]:
     return SUPERVISIONS[supervision]
 
 
-def apply_protocol(config: ml_collections.ConfigDict, supervision: str, data: str = "synthetic") -> None:
+def apply_protocol(config: ml_collections.ConfigDict, supervision: str, data: str = "synthetic",
+                   wild_2d: str = "2d") -> None:
     """The paper's training protocol for a Table 3 supervision setting (the official code's).
 
     Two sources, drawn 1:1 (``config.train_mixture``): the in-the-wild one
@@ -55,13 +56,17 @@ def apply_protocol(config: ml_collections.ConfigDict, supervision: str, data: st
     labels in every setting. Loss weights as ``train_up3d_img_dp.sh`` and
     ``train_up3d_img_3d_dp.sh``: SMPL 10 and keypoints 10 always, dense 1 with
     in-the-wild 3D and 10 without; no 3D-joint loss (the official code has none).
-    Steps: 20 epochs of both sources at ``config.batch_size``.
+    Steps: 20 epochs of both sources at ``config.batch_size``. ``wild_2d`` is the
+    in-the-wild source's 2D label (e.g. ``"2d=lsp14,2d_noise=1"``: LSP's 14 joints
+    with annotator-like noise, as UP-3D's; see ``pipeline.MixtureSource``).
     """
     fraction, use_3d, use_dense = _check_supervision(supervision)
     if data not in PROTOCOL_SOURCES:
         raise ValueError(f"unknown protocol data {data!r}; expected one of {sorted(PROTOCOL_SOURCES)}")
     wild, lab, eval_dataset, wild_records = PROTOCOL_SOURCES[data]
-    labels = ["2d"] + (["dense"] if use_dense else [])
+    if wild_2d.split("=")[0] != "2d":
+        raise ValueError(f"wild_2d must be the 2d label with its options (e.g. 2d=lsp14,2d_noise=1), got {wild_2d!r}")
+    labels = [wild_2d] + (["dense"] if use_dense else [])
     if use_3d:
         labels.append("3d" if fraction >= 1 else f"3d={fraction:g}")
     config.supervision = supervision

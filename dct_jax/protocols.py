@@ -40,8 +40,8 @@ from dct_jax import densepose, metrics, smpl
 from dct_jax import keypoints as keypoints_lib
 
 PROTOCOLS = ("official", "pw3d", "h36m", "dense")
-DATASET_PROTOCOLS = {"synthetic": "official", "up3d": "official", "pw3d": "pw3d", "h36m": "h36m",
-                     "coco_densepose": "dense"}
+DATASET_PROTOCOLS = {"synthetic": "official", "studio": "official", "up3d": "official", "pw3d": "pw3d",
+                     "h36m": "h36m", "coco_densepose": "dense"}
 # SPIN's constants.py: the 14 LSP-order joints among J_regressor_h36m's 17 (pelvis = 0).
 H36M_TO_J14 = (6, 5, 4, 1, 2, 3, 16, 15, 14, 11, 12, 13, 8, 10)
 H36M_PELVIS = 0

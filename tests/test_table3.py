@@ -43,6 +43,11 @@ def test_cell_config_sets_input_supervision_and_overrides():
     assert config.loss.smpl == 10 and config.loss.joints3d == 0 and config.loss.dense == 10
     assert config.num_train_steps == 7 and config.model.width == 8
     assert config.data.image_size == table3.DEFAULT_IMAGE_SIZE
+    sparse = table3.cell_config(table3.Cell("image", "2d"), steps=7, wild_2d="2d=lsp14,2d_noise=1")
+    assert sparse.train_mixture == "synthetic:train=1[2d=lsp14,2d_noise=1],studio:train=1[2d,3d]"
+    assert "the lsp14 subset, with annotator-like noise of 1x" in table3.protocol_lines(sparse, 0)[2]
+    with pytest.raises(ValueError, match="wild_2d must be the 2d label"):
+        table3.cell_config(table3.Cell("image", "2d"), steps=7, wild_2d="dense")
     pretrain = table3.pretrain_config("image_seg", steps=5, image_size=64)
     assert pretrain.train_mixture == "studio:train=1[2d,3d]" and pretrain.dataset == "synthetic"
     assert (pretrain.loss.smpl, pretrain.loss.keypoint, pretrain.loss.dense) == (10, 10, 0)
@@ -139,6 +144,9 @@ def test_two_cell_grid_writes_table_and_picture_and_resumes(tiny_data_dir, tmp_p
     got = again[_CELLS[0]]["metrics"]
     assert set(got) == set(expected)
     np.testing.assert_allclose([got[k] for k in sorted(got)], [expected[k] for k in sorted(expected)], rtol=1e-5)
+    # A runner of one cell still writes the table of every cell finished in the folder.
+    with open(os.path.join(output, "results.json")) as f:
+        assert list(json.load(f)) == ["iuv-3d_dense", "image_seg-2d"]
 
     # Asking the same folder for another number of steps is refused, not silently continued.
     with pytest.raises(ValueError, match="other settings"):

@@ -16,12 +16,15 @@ with cosine decay) on ``--image_size`` crops. Writes
   DIR/table3.md    PVE / MPJPE / PA-MPJPE per cell (mm), the mean-parameter baseline,
                    the paper's numbers beside them and the checks of the paper's claims;
   DIR/table3.png   a grouped bar chart of PVE per input and supervision;
+  DIR/results.json every finished cell's evaluation report;
   DIR/pretrain/INPUT/            each input's pretraining workdir;
   DIR/cells/INPUT-SUPERVISION/   each cell's training workdir (checkpoints, eval_test.json).
 
 Re-running the same command resumes: finished runs are read back, an interrupted
 one continues from its last checkpoint. Run it from the repository root (it reads
-``configs/``). ``--cells=iuv:3d_dense,image:2d`` runs a subset.
+``configs/``). ``--cells=iuv:3d_dense,image:2d`` runs a subset; runners of different cells
+may share one ``--output`` (e.g. one per row, in parallel), and the table shows every
+cell finished there with the same settings.
 """
 
 from __future__ import annotations
@@ -114,13 +117,14 @@ def _apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, 
 
 
 def cell_config(cell: Cell, *, steps: int, image_size: int = DEFAULT_IMAGE_SIZE,
-                overrides: Mapping[str, Any] | None = None,
-                init_from: str | None = None) -> ml_collections.ConfigDict:
-    """A cell's run: the quickstart network, the cell's input, the official protocol for its supervision."""
+                overrides: Mapping[str, Any] | None = None, init_from: str | None = None,
+                wild_2d: str = "2d") -> ml_collections.ConfigDict:
+    """A cell's run: the quickstart network, the cell's input, the official protocol for its supervision
+    (``wild_2d``: the in-the-wild 2D label, e.g. ``2d=lsp14,2d_noise=1``)."""
     from configs import default  # noqa: PLC0415
 
     config = _base_config(cell.inputs, steps=steps, image_size=image_size)
-    default.apply_protocol(config, cell.supervision, "synthetic")
+    default.apply_protocol(config, cell.supervision, "synthetic", wild_2d=wild_2d)
     config.num_train_steps = steps
     config.init_from = init_from
     _apply_overrides(config, overrides)
@@ -156,20 +160,42 @@ def read_result(workdir: str, steps: int, split: str = "test") -> dict[str, Any]
     return report if report is not None and report.get("checkpoint_step") == steps else None
 
 
-def _check_same_run(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """A cell folder trained with other settings is not silently continued."""
+_SETTINGS = ("num_train_steps", "batch_size", "learning_rate", "data", "model", "loss", "train_mixture", "init_from")
+
+
+def _differing_settings(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
+    """The settings in which the run in ``workdir`` (its config.json) differs from ``config``."""
     path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
-        return
+        return []
     with open(path) as f:
         previous = json.load(f)
     current = json.loads(config.to_json_best_effort())
-    differing = sorted(k for k in ("num_train_steps", "batch_size", "learning_rate", "data", "model", "loss",
-                                   "train_mixture", "init_from")
-                       if previous.get(k) != current.get(k))
+    return sorted(k for k in _SETTINGS if previous.get(k) != current.get(k))
+
+
+def _check_same_run(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """A cell folder trained with other settings is not silently continued."""
+    differing = _differing_settings(workdir, config)
     if differing:
         raise ValueError(f"{workdir} holds a run with other settings ({', '.join(differing)} differ); "
                          "use another --output or delete that folder")
+
+
+def finished_cells(output: str, make_config: Any) -> dict[Cell, dict[str, Any]]:
+    """Every cell in ``output/cells`` finished with the settings ``make_config(cell)`` gives.
+
+    Runners of different cells may share one output folder (e.g. one per row, in
+    parallel): each writes the table of all of them.
+    """
+    results = {}
+    for cell in all_cells():
+        workdir = os.path.join(output, "cells", cell.name)
+        config = make_config(cell)
+        report = read_result(workdir, int(config.num_train_steps), config.eval_split)
+        if report is not None and not _differing_settings(workdir, config):
+            results[cell] = report
+    return results
 
 
 def _train_or_read(label: str, workdir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -192,7 +218,7 @@ def _train_or_read(label: str, workdir: str, config: ml_collections.ConfigDict) 
 
 def run(output: str, *, steps: int, cells: Sequence[Cell] | None = None,
         overrides: Mapping[str, Any] | None = None, pretrain_steps: int = 0,
-        image_size: int = DEFAULT_IMAGE_SIZE) -> dict[Cell, dict[str, Any]]:
+        image_size: int = DEFAULT_IMAGE_SIZE, wild_2d: str = "2d") -> dict[Cell, dict[str, Any]]:
     """Pretrains each input type (if ``pretrain_steps``), trains and evaluates each cell not done yet,
     then writes table3.md and table3.png."""
     if steps <= 0:
@@ -217,12 +243,15 @@ def run(output: str, *, steps: int, cells: Sequence[Cell] | None = None,
                 pretrained[cell.inputs] = workdir
         workdir = os.path.join(output, "cells", cell.name)
         config = cell_config(cell, steps=steps, image_size=image_size, overrides=overrides,
-                             init_from=pretrained[cell.inputs])
+                             init_from=pretrained[cell.inputs], wild_2d=wild_2d)
         report = _train_or_read(f"[{index}/{len(cells)}] {cell.name}", workdir, config)
         if report.get("preempted"):
             break
         results[cell] = report
-        write_outputs(output, results, config, pretrain_steps=pretrain_steps)
+        everything = finished_cells(output, lambda c: cell_config(
+            c, steps=steps, image_size=image_size, overrides=overrides, wild_2d=wild_2d,
+            init_from=os.path.join(output, "pretrain", c.inputs) if pretrain_steps else None))
+        write_outputs(output, {**everything, **results}, config, pretrain_steps=pretrain_steps)
     return results
 
 
@@ -321,6 +350,14 @@ def ranking_checks(results: Mapping[Cell, Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def _keypoint_label(source: Any) -> str:
+    """What a mixture source's 2D labels are, in words."""
+    subset = "all 19 cocoplus keypoints" if source.keypoint_subset == "all" else f"the {source.keypoint_subset} subset"
+    noise = (f"with annotator-like noise of {source.keypoint_noise:g}x COCO's per-keypoint spread"
+             if source.keypoint_noise else "exact")
+    return f"{subset}, {noise}"
+
+
 def protocol_lines(config: ml_collections.ConfigDict, pretrain_steps: int) -> list[str]:
     """The cells' training protocol, stated exactly (from any cell's config)."""
     from dct_jax.data import pipeline  # noqa: PLC0415
@@ -337,7 +374,8 @@ def protocol_lines(config: ml_collections.ConfigDict, pretrain_steps: int) -> li
         "Protocol (the official code's; `configs/default.py:apply_protocol`): the sources "
         + " and ".join(f"`{e.name}:{e.split}`" for e in sources) + " are drawn "
         + ":".join(f"{e.weight:g}" for e in sources) + " into every batch. The in-the-wild source (synthetic) "
-        "supervises with 2D keypoints in every cell, with dense keypoints where the cell has Dense, and with "
+        f"supervises with 2D keypoints in every cell ({_keypoint_label(sources[0])}), with dense keypoints "
+        "where the cell has Dense, and with "
         "its SMPL labels on all (3D), a fixed 20% by record id (20% 3D) or none of its records; the studio "
         "source (the Human3.6M stand-in) always with its SMPL and 2D labels, never dense. Loss weights: "
         f"keypoint {loss.keypoint:g} and SMPL {loss.smpl:g} in every cell, dense 1 with in-the-wild 3D and 10 "
@@ -403,6 +441,9 @@ def write_outputs(output: str, results: Mapping[Cell, Mapping[str, Any]], config
                   *, pretrain_steps: int = 0) -> None:
     with open(os.path.join(output, "table3.md"), "w") as f:
         f.write(table_markdown(results, config, pretrain_steps))
+    ordered = sorted(results, key=lambda c: (INPUT_ORDER.index(c.inputs), SUPERVISION_ORDER.index(c.supervision)))
+    with open(os.path.join(output, "results.json"), "w") as f:
+        json.dump({c.name: results[c] for c in ordered}, f, indent=1)
     if results:
         plot(results, os.path.join(output, "table3.png"))
 
@@ -431,7 +472,7 @@ def main(argv: Sequence[str]) -> None:
     except ValueError as err:
         raise app.UsageError(str(err)) from None
     run(f.output, steps=f.steps, cells=cells, overrides=overrides, pretrain_steps=f.pretrain_steps,
-        image_size=f.image_size)
+        image_size=f.image_size, wild_2d=f.wild_2d)
     print(f"Wrote {os.path.join(os.path.abspath(f.output), 'table3.md')} and table3.png")
 
 
@@ -441,6 +482,8 @@ def _define_flags() -> None:
     flags.DEFINE_integer("steps", 2000, "Training steps per cell.")
     flags.DEFINE_integer("pretrain_steps", 1000, "Steps of pretraining on studio per input type (0: none).")
     flags.DEFINE_integer("image_size", DEFAULT_IMAGE_SIZE, "Crop side in pixels.")
+    flags.DEFINE_string("wild_2d", "2d", "The in-the-wild source's 2D label: 2d (all 19 keypoints, exact) or e.g. "
+                        "2d=lsp14,2d_noise=1 (LSP's 14 joints with COCO annotators' noise, as UP-3D's labels).")
     flags.DEFINE_string("output", None, "Directory for table3.md, table3.png and the cells' workdirs.")
     flags.DEFINE_string("cells", None, "INPUT:SUPERVISION,... to run a subset (default: all 25).")
     flags.DEFINE_string("data_dir", None, "Where the synthetic dataset is (built there if missing); "
