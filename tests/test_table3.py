@@ -144,9 +144,15 @@ def test_two_cell_grid_writes_table_and_picture_and_resumes(tiny_data_dir, tmp_p
     got = again[_CELLS[0]]["metrics"]
     assert set(got) == set(expected)
     np.testing.assert_allclose([got[k] for k in sorted(got)], [expected[k] for k in sorted(expected)], rtol=1e-5)
-    # A runner of one cell still writes the table of every cell finished in the folder.
+    # A runner of one cell still writes the table of every cell finished in the folder; so does
+    # --report_only, which trains nothing.
     with open(os.path.join(output, "results.json")) as f:
         assert list(json.load(f)) == ["iuv-3d_dense", "image_seg-2d"]
+    os.remove(os.path.join(output, "table3.md"))
+    found = table3.write_report(output, steps=2, overrides=overrides, pretrain_steps=2, image_size=32)
+    assert set(found) == set(_CELLS) and "| Segment only |" in (tmp_path / "t3" / "table3.md").read_text()
+    assert table3.write_report(output, steps=2, overrides=overrides, pretrain_steps=0, image_size=32) == {}
+    assert "| Segment only |" in (tmp_path / "t3" / "table3.md").read_text()  # not overwritten by an empty one
 
     # Asking the same folder for another number of steps is refused, not silently continued.
     with pytest.raises(ValueError, match="other settings"):

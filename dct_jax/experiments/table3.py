@@ -24,7 +24,7 @@ Re-running the same command resumes: finished runs are read back, an interrupted
 one continues from its last checkpoint. Run it from the repository root (it reads
 ``configs/``). ``--cells=iuv:3d_dense,image:2d`` runs a subset; runners of different cells
 may share one ``--output`` (e.g. one per row, in parallel), and the table shows every
-cell finished there with the same settings.
+cell finished there with the same settings; ``--report_only`` writes it without training.
 """
 
 from __future__ import annotations
@@ -248,10 +248,25 @@ def run(output: str, *, steps: int, cells: Sequence[Cell] | None = None,
         if report.get("preempted"):
             break
         results[cell] = report
-        everything = finished_cells(output, lambda c: cell_config(
-            c, steps=steps, image_size=image_size, overrides=overrides, wild_2d=wild_2d,
-            init_from=os.path.join(output, "pretrain", c.inputs) if pretrain_steps else None))
-        write_outputs(output, {**everything, **results}, config, pretrain_steps=pretrain_steps)
+        write_report(output, steps=steps, overrides=overrides, pretrain_steps=pretrain_steps,
+                     image_size=image_size, wild_2d=wild_2d)
+    return results
+
+
+def write_report(output: str, *, steps: int, overrides: Mapping[str, Any] | None = None, pretrain_steps: int = 0,
+                 image_size: int = DEFAULT_IMAGE_SIZE, wild_2d: str = "2d") -> dict[Cell, dict[str, Any]]:
+    """Writes table3.md, table3.png and results.json of every cell finished in ``output`` with these
+    settings (those :func:`run` takes); returns them (nothing is written if there are none). Nothing is trained."""
+    output = os.path.abspath(os.path.expanduser(output))
+
+    def make_config(cell: Cell) -> ml_collections.ConfigDict:
+        init_from = os.path.join(output, "pretrain", cell.inputs) if pretrain_steps else None
+        return cell_config(cell, steps=steps, image_size=image_size, overrides=overrides, wild_2d=wild_2d,
+                           init_from=init_from)
+
+    results = finished_cells(output, make_config)
+    if results:  # never overwrite a table with an empty one (e.g. other settings asked for)
+        write_outputs(output, results, make_config(next(iter(results))), pretrain_steps=pretrain_steps)
     return results
 
 
@@ -471,8 +486,15 @@ def main(argv: Sequence[str]) -> None:
         cells = parse_cells(f.cells)
     except ValueError as err:
         raise app.UsageError(str(err)) from None
-    run(f.output, steps=f.steps, cells=cells, overrides=overrides, pretrain_steps=f.pretrain_steps,
-        image_size=f.image_size, wild_2d=f.wild_2d)
+    settings = dict(steps=f.steps, overrides=overrides, pretrain_steps=f.pretrain_steps, image_size=f.image_size,
+                    wild_2d=f.wild_2d)
+    if f.report_only:
+        found = write_report(f.output, **settings)
+        print(f"{len(found)} finished cells with these settings in {os.path.abspath(f.output)}"
+              + ("" if found else " (nothing written; pass the --steps, --pretrain_steps, --image_size, "
+                 "--wild_2d and --set of the runs)"))
+    else:
+        run(f.output, cells=cells, **settings)
     print(f"Wrote {os.path.join(os.path.abspath(f.output), 'table3.md')} and table3.png")
 
 
@@ -488,6 +510,8 @@ def _define_flags() -> None:
     flags.DEFINE_string("cells", None, "INPUT:SUPERVISION,... to run a subset (default: all 25).")
     flags.DEFINE_string("data_dir", None, "Where the synthetic dataset is (built there if missing); "
                         "default: the quickstart's ~/tensorflow_datasets.")
+    flags.DEFINE_bool("report_only", False, "Train nothing: write the table of the cells finished in --output "
+                      "with these settings (e.g. after runners of different rows in parallel).")
     flags.DEFINE_multi_string("set", None, "Config overrides KEY=VALUE, e.g. --set=data.image_size=64.")
     flags.mark_flag_as_required("output")
 
