@@ -76,7 +76,8 @@ def write_outputs(output: str, data: Mapping[table3.Cell, Mapping[int, float]], 
                                      for c in data) + " |",
              "|---|" + "---|" * len(data)]
     for step in steps:
-        lines.append(f"| {step} | " + " | ".join(f"{p[step]:.1f}" if step in p else "—" for p in data.values()) + " |")
+        values = (f"{points[step]:.1f}" if step in points else "—" for points in data.values())
+        lines.append(f"| {step} | " + " | ".join(values) + " |")
     if baseline is not None:
         lines += ["", f"Mean-parameter baseline: {baseline:.1f} mm (step 0: the network pretrained on studio)."]
     for cell, points in data.items():
