@@ -139,7 +139,10 @@ def pretrain_config(inputs: str, *, steps: int, image_size: int = DEFAULT_IMAGE_
     config = _base_config(inputs, steps=steps, image_size=image_size)
     default.apply_protocol(config, "2d", "synthetic")
     config.supervision = "pretrain"
-    config.train_mixture = config.train_mixture.split(",", 1)[1]  # the studio source alone
+    from dct_jax.data import pipeline  # noqa: PLC0415
+
+    studio = [e for e in pipeline.parse_sources(config.train_mixture, config.train_split) if e.name == "studio"]
+    config.train_mixture = ",".join(map(str, studio))  # the studio source alone
     config.num_train_steps = steps
     _apply_overrides(config, overrides)
     return config
