@@ -103,7 +103,8 @@ def _present(name: str) -> bool:
 
 def _prepare():
     """Checks flags and input files and reads the run's config (all cheap); raises UserError."""
-    from dct_jax import demo, inference, train
+    from dct_jax import demo, inference
+    from dct_jax import state as state_lib
 
     if _IMAGE.value is None:
         wrong = [f"--{name}" for name in ("bbox", "iuv", "segmentation") if _present(name)]
@@ -115,7 +116,7 @@ def _prepare():
     try:
         location = inference.locate_checkpoint(_CHECKPOINT.value, step=_STEP.value)
         config = inference.load_config(location.workdir)
-        fields = train.model_inputs(config.model.inputs)
+        fields = state_lib.model_inputs(config.model.inputs)
     except (inference.CheckpointError, ValueError) as err:
         raise UserError(f"--checkpoint: {err}") from None
     body_path = _MODEL.value or config.get("smpl_path")

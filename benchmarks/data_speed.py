@@ -1,7 +1,7 @@
 """Examples/s of the training input pipeline: synthetic array_record -> decoded, cropped, augmented crops.
 
 The pipeline is the real one (``pipeline.train_dataset`` + ``pipeline.make_iterator``)
-with the ``configs/ours_dc.py`` data settings (``train.example_spec``): 224x224
+with the ``configs/ours_dc.py`` data settings (``state_lib.example_spec``): 224x224
 crops, scale (0.2) and translate (0.1) jitter, flip p=0.5, dense keypoints from the
 records' annotations (dense_source auto, 400 points, phi) and the IUV map refined
 (``densepose.refine_iuv``) before it is cropped. It is timed for each ``--inputs``
@@ -150,9 +150,9 @@ def make_config(inputs: str, size: int, batch: int):
 
 
 def spec_for(inputs: str, size: int, batch: int) -> pipeline.ExampleSpec:
-    from dct_jax import train  # noqa: PLC0415
+    from dct_jax import state as state_lib  # noqa: PLC0415
 
-    return train.example_spec(make_config(inputs, size, batch), train=True)
+    return state_lib.example_spec(make_config(inputs, size, batch), train=True)
 
 
 def iterator(source, spec: pipeline.ExampleSpec, *, batch: int, workers: int, threads: int, seed: int = 0):
@@ -315,22 +315,23 @@ def time_step(source, args, inputs: str) -> list[tuple[str, float, float, float]
     """Rows (feed, median s/step, best s/step, median s waiting for the batch)."""
     import jax  # noqa: PLC0415
 
+    from dct_jax import state as state_lib  # noqa: PLC0415
     from dct_jax import train  # noqa: PLC0415
 
     config = make_config(inputs, args.size, args.batch)
-    model = train.create_model(config.model)
-    tx, _ = train.create_optimizer(config)
-    body, layout = train.load_body(config)
-    mesh = train.data_mesh()
-    state = jax.device_put(train.initial_state(model, tx, config, jax.random.key(0), pretrained=False),
+    model = state_lib.create_model(config.model)
+    tx, _ = state_lib.create_optimizer(config)
+    body, layout = state_lib.load_body(config)
+    mesh = state_lib.data_mesh()
+    state = jax.device_put(state_lib.initial_state(model, tx, config, jax.random.key(0), pretrained=False),
                            jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     step_fn = jax.jit(functools.partial(train.train_step, model=model, tx=tx, body=body, layout=layout,
                                         weights=train.loss_weights(config), inputs=inputs),
                       donate_argnums=(0,))
-    spec = train.example_spec(config, train=True)
+    spec = state_lib.example_spec(config, train=True)
     first = next(iterator(source, spec, batch=args.batch, workers=0, threads=0))
     check_batch(first)
-    constant = train.to_global(pipeline.split_host_fields(first)[0], mesh)
+    constant = state_lib.to_global(pipeline.split_host_fields(first)[0], mesh)
     box = {"state": state}
 
     def step(batch) -> None:
@@ -346,7 +347,7 @@ def time_step(source, args, inputs: str) -> list[tuple[str, float, float, float]
     for it in iters.values():  # start-up (spawn, first batches) and a first step outside the timing
         host = next(it)
         check_batch(host)
-        step(train.to_global(pipeline.split_host_fields(host)[0], mesh))
+        step(state_lib.to_global(pipeline.split_host_fields(host)[0], mesh))
     for _ in range(2):
         step(constant)
     feeds = ["constant batch"] + [f"pipeline, {w} workers" for w in args.workers]
@@ -360,7 +361,7 @@ def time_step(source, args, inputs: str) -> list[tuple[str, float, float, float]
                     batch = constant
                 else:
                     host = next(iters[args.workers[feeds.index(feed) - 1]])
-                    batch = train.to_global(pipeline.split_host_fields(host)[0], mesh)
+                    batch = state_lib.to_global(pipeline.split_host_fields(host)[0], mesh)
                 waits[feed].append(time.perf_counter() - t)
                 step(batch)
                 times[feed].append(time.perf_counter() - t)

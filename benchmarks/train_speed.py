@@ -74,6 +74,7 @@ import torch_train_step
 from _timing import interleaved_rounds, print_ratio_table, timed
 
 from configs import ours_dc
+from dct_jax import state as state_lib
 from dct_jax import train
 from dct_jax.data import pipeline
 from dct_jax.models import regressor as regressor_lib
@@ -107,7 +108,7 @@ def synthetic_batch(config, faces: np.ndarray, *, seed: int = 0) -> dict[str, np
       ``{field: (B, ...)}`` as ``pipeline.split_host_fields`` gives the train step.
     """
     rng = np.random.default_rng(seed)
-    spec = train.example_spec(config, train=True)
+    spec = state_lib.example_spec(config, train=True)
     s, n = spec.image_size, spec.num_dense
     examples = []
     for _ in range(config.batch_size):
@@ -133,14 +134,14 @@ def synthetic_batch(config, faces: np.ndarray, *, seed: int = 0) -> dict[str, np
 
 
 def benchmark_body(config):
-    """``train.load_body(config)``; the free default body gets random pose blend shapes.
+    """``state_lib.load_body(config)``; the free default body gets random pose blend shapes.
 
     The default body has none (its ``posedirs`` are zeros) and XLA folds the
     zeros of a jitted constant, while a real SMPL model's pose correctives cost
     both frameworks a ``[V * 3, 207]`` matmul each way; random ones of SMPL's
     size (a few mm) make the default body cost what SMPL costs.
     """
-    body, layout = train.load_body(config)
+    body, layout = state_lib.load_body(config)
     if config.smpl_path is None:
         posedirs = 0.005 * np.random.default_rng(4).standard_normal(body.posedirs.shape).astype(np.float32)
         body = body.replace(posedirs=jnp.asarray(posedirs))
@@ -152,11 +153,11 @@ class Ours:
 
     def __init__(self, config, seed: int = 0, **model_overrides: Any):
         self.config = config
-        self.model = train.create_model(config.model).clone(**model_overrides)
-        self.tx, _ = train.create_optimizer(config)
+        self.model = state_lib.create_model(config.model).clone(**model_overrides)
+        self.tx, _ = state_lib.create_optimizer(config)
         self.body, self.layout = benchmark_body(config)
         self.weights = train.loss_weights(config)
-        self.state = train.initial_state(self.model, self.tx, config, jax.random.key(seed), pretrained=False)
+        self.state = state_lib.initial_state(self.model, self.tx, config, jax.random.key(seed), pretrained=False)
         self.kwargs = {"model": self.model, "body": self.body, "layout": self.layout, "weights": self.weights,
                        "inputs": config.model.inputs}
 
@@ -372,7 +373,7 @@ def main(argv=None) -> None:
         if args.check and not check(args, torch_device):
             raise SystemExit(1)
         config = make_config(args.batch, args.size, args.smpl_path)
-        faces = np.asarray(train.load_body(config)[0].faces)
+        faces = np.asarray(state_lib.load_body(config)[0].faces)
         batch = synthetic_batch(config, faces)
         # Encoder features after the per-branch fc1 + ReLU: non-negative.
         features = np.maximum(np.random.default_rng(3).standard_normal((args.batch, 2048)), 0).astype(np.float32)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from dct_jax.train import MODEL_INPUTS
+from dct_jax.state import MODEL_INPUTS
 
 # Table 3's supervision settings -> (3D labels kept on this fraction of the in-the-wild
 # records, in-the-wild 3D labels used, dense loss on). Official weights: keypoint 10,

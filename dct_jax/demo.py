@@ -265,7 +265,7 @@ def synthetic_example(trained, *, index: int = 0) -> DemoResult:
     """
     from absl import logging
 
-    from dct_jax import train
+    from dct_jax import state as state_lib
 
     config = trained.config
     split = config.get("eval_split", "test")
@@ -280,7 +280,7 @@ def synthetic_example(trained, *, index: int = 0) -> DemoResult:
     if record is None:
         record = _generated_record(trained, index, config.get("seed", 0))
         source_name = f"dct_jax.synthetic.generate test example {index}"
-    spec = dataclasses.replace(train.example_spec(config, train=False), dense_source="none")
+    spec = dataclasses.replace(state_lib.example_spec(config, train=False), dense_source="none")
     example = pipeline.ProcessRecord(spec, train=False).process(record, np.random.default_rng(0))
     fields = tuple(f for f in trained.inputs if f is not None)
     output = trained.predict({f: example[f][None] for f in fields})

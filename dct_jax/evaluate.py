@@ -111,16 +111,16 @@ def evaluate_split(config, variables: Mapping[str, Any], *, model, body: smpl.SM
     """
     from tqdm import tqdm  # noqa: PLC0415
 
-    from dct_jax import train  # noqa: PLC0415
+    from dct_jax import state as state_lib  # noqa: PLC0415
     from dct_jax.data import pipeline  # noqa: PLC0415
     from dct_jax.models import regressor as regressor_lib  # noqa: PLC0415
 
-    mesh = train.data_mesh() if mesh is None else mesh
+    mesh = state_lib.data_mesh() if mesh is None else mesh
     if predict_fn is None:
-        predict_fn = jax.jit(functools.partial(train.predict, model=model, inputs=config.model.inputs))
-    local_batch = train.check_batch_size(config.eval_batch_size, name="eval_batch_size")
+        predict_fn = jax.jit(functools.partial(state_lib.predict, model=model, inputs=config.model.inputs))
+    local_batch = state_lib.check_batch_size(config.eval_batch_size, name="eval_batch_size")
     source = pipeline.load_source(config.dataset, data_dir=config.data_dir, split=split)
-    ds = pipeline.eval_dataset(source, train.example_spec(config, train=False), batch_size=local_batch,
+    ds = pipeline.eval_dataset(source, state_lib.example_spec(config, train=False), batch_size=local_batch,
                                shard_index=jax.process_index(), shard_count=jax.process_count())
     protocol = protocols.protocol_for(config.dataset, (config.get("eval") or {}).get("protocol", "auto"))
     bodies = eval_bodies(config, body) if bodies is None else bodies
@@ -131,7 +131,7 @@ def evaluate_split(config, variables: Mapping[str, Any], *, model, body: smpl.SM
     mean_pose = np.broadcast_to(mean[regressor_lib.POSE].reshape(24, 3), (local_batch, 24, 3))
     mean_betas = np.broadcast_to(mean[regressor_lib.BETAS], (local_batch, 10))
     mean_camera = np.broadcast_to(mean[regressor_lib.CAMERA], (local_batch, 3))
-    baseline = train.to_global({"pose": mean_pose, "betas": mean_betas, "camera": mean_camera}, mesh)
+    baseline = state_lib.to_global({"pose": mean_pose, "betas": mean_betas, "camera": mean_camera}, mesh)
 
     columns: dict[str, list[np.ndarray]] = {}
     skipped = 0
@@ -140,7 +140,7 @@ def evaluate_split(config, variables: Mapping[str, Any], *, model, body: smpl.SM
                            disable=jax.process_index() != 0, leave=False, dynamic_ncols=True):
         device_batch, host = pipeline.split_host_fields(host_batch)
         skipped += pipeline.log_skipped(host)
-        batch = train.to_global(device_batch, mesh)
+        batch = state_lib.to_global(device_batch, mesh)
         output = predict_fn(variables, batch)
         ours, rows = metric_fn(output.pose, output.betas, output.camera, batch)
         base, _ = metric_fn(baseline["pose"], baseline["betas"], baseline["camera"], batch)
@@ -229,28 +229,21 @@ def format_report(report: Mapping[str, Any]) -> str:
 
 def evaluate_checkpoint(config, workdir: str, *, split: str | None = None) -> dict[str, Any]:
     """Evaluates the latest checkpoint in ``workdir/checkpoints`` and writes ``eval_<split>.json``."""
-    import orbax.checkpoint as ocp  # noqa: PLC0415
-
-    from dct_jax import train  # noqa: PLC0415
+    from dct_jax import state as state_lib  # noqa: PLC0415
 
     workdir = os.path.abspath(os.path.expanduser(workdir))
     split = split or config.eval_split
     directory = os.path.join(workdir, "checkpoints")
-    manager = ocp.CheckpointManager(directory) if os.path.isdir(directory) else None
-    step = manager.latest_step() if manager is not None else None
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {directory}; train first with "
-                                f"`python run_train.py --config=... --workdir={workdir}`")
-    model = train.create_model(config.model)
-    tx, _ = train.create_optimizer(config)
-    body, _ = train.load_body(config)
-    mesh = train.data_mesh()
-    abstract = train.abstract_state(model, tx, config, mesh)
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-    manager.close()
-    state = restored["state"]
-    report = evaluate_split(config, {"params": state.params, "batch_stats": state.batch_stats},
-                            model=model, body=body, split=split, step=step, mesh=mesh)
+    if not state_lib.has_checkpoints(directory):
+        raise state_lib.CheckpointError(f"no checkpoint in {directory}; train first with "
+                                        f"`python run_train.py --config=... --workdir={workdir}`")
+    model = state_lib.create_model(config.model)
+    tx, _ = state_lib.create_optimizer(config)
+    body, _ = state_lib.load_body(config)
+    mesh = state_lib.data_mesh()
+    abstract = state_lib.abstract_state(model, tx, config, mesh)
+    step, variables = state_lib.restore_variables(directory, abstract)
+    report = evaluate_split(config, variables, model=model, body=body, split=split, step=step, mesh=mesh)
     if jax.process_index() == 0:
         write_report(report, workdir)
     return report

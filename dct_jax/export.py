@@ -123,7 +123,8 @@ def inference_function(trained) -> Callable[..., dict[str, jax.Array]]:
     at a time, batched by vmap): ``smpl.forward`` picks its algorithm from the concrete batch size,
     which a symbolic batch does not have; the result is the same.
     """
-    from dct_jax import keypoints, smpl, train
+    from dct_jax import keypoints, smpl
+    from dct_jax import state as state_lib
 
     names = input_names(trained)
     variables = jax.tree.map(jnp.asarray, trained.variables)
@@ -136,7 +137,7 @@ def inference_function(trained) -> Callable[..., dict[str, jax.Array]]:
     def fn(*crops):
         if len(crops) != len(names):
             raise TypeError(f"expected {len(names)} inputs {names}, got {len(crops)}")
-        out = train.predict(variables, dict(zip(names, crops)), model=model, inputs=inputs)
+        out = state_lib.predict(variables, dict(zip(names, crops)), model=model, inputs=inputs)
         vertices, joints = jax.vmap(one_body)(out.pose, out.betas)
         return {
             "params": out.params,

@@ -21,12 +21,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from dct_jax import keypoints, smpl, train
+from dct_jax import keypoints, smpl
+from dct_jax import state as state_lib
 from dct_jax.models import regressor as regressor_lib
 
 
-class CheckpointError(FileNotFoundError):
-    """A path that does not hold a dct_jax training checkpoint; says what was expected."""
+CheckpointError = state_lib.CheckpointError  # a path without a usable checkpoint; says what was expected
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +54,7 @@ class TrainedModel:
     @property
     def inputs(self) -> tuple[str, str | None]:
         """(main input field, auxiliary input field or None), e.g. ``("image", "iuv")``."""
-        return train.model_inputs(self.config.model.inputs)
+        return state_lib.model_inputs(self.config.model.inputs)
 
     @property
     def image_size(self) -> int:
@@ -66,7 +66,7 @@ class TrainedModel:
                             model=self.model, inputs=self.config.model.inputs)
 
 
-_predict_jit = jax.jit(train.predict, static_argnames=("model", "inputs"))
+_predict_jit = jax.jit(state_lib.predict, static_argnames=("model", "inputs"))
 
 
 def locate_checkpoint(path: str | os.PathLike, *, step: int | None = None) -> CheckpointLocation:
@@ -126,24 +126,19 @@ def load_checkpoint(path: str | os.PathLike, *, step: int | None = None,
       step: a step to load instead of the latest.
       smpl_path: the body model, when the run's ``config.smpl_path`` has moved.
     """
-    import orbax.checkpoint as ocp  # noqa: PLC0415
-
     location = locate_checkpoint(path, step=step)
+    explicit = step is not None or os.path.basename(os.path.normpath(os.fspath(path))).isdigit()
     config = load_config(location.workdir)
     if smpl_path is not None:
         config.smpl_path = smpl_path
-    model = train.create_model(config.model)
-    tx, _ = train.create_optimizer(config)
-    body, layout = train.load_body(config)
+    model = state_lib.create_model(config.model)
+    tx, _ = state_lib.create_optimizer(config)
+    body, layout = state_lib.load_body(config)
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("data",))
-    abstract = train.abstract_state(model, tx, config, mesh)
-    manager = ocp.CheckpointManager(location.directory)
-    try:
-        restored = manager.restore(location.step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract)))
-    finally:
-        manager.close()
-    state = restored["state"]
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    abstract = state_lib.abstract_state(model, tx, config, mesh)
+    # The newest usable step (a corrupt newest one is named in a warning), or exactly the one asked for.
+    restored_step, variables = state_lib.restore_variables(
+        location.directory, abstract, step=location.step if explicit else None)
+    location = dataclasses.replace(location, step=restored_step)
     return TrainedModel(config=config, model=model, variables=variables, body=body, layout=layout,
                         location=location)

@@ -26,7 +26,6 @@ import os
 import time
 from typing import Any, Mapping
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -37,90 +36,9 @@ from absl import logging
 from dct_jax import camera as camera_lib
 from dct_jax import distributed
 from dct_jax import densepose, geometry, keypoints, losses, smpl, summaries
+from dct_jax import state as state_lib
 from dct_jax.data import pipeline
 from dct_jax.models import regressor as regressor_lib
-
-@flax.struct.dataclass
-class TrainState:
-    """Everything that changes during training (a pytree; checkpointed whole).
-
-    step: scalar int32. params, batch_stats: the Regressor's variables.
-    opt_state: optax state. nonfinite_steps: scalar int32, updates skipped so far.
-    """
-
-    step: jax.Array
-    params: Any
-    batch_stats: Any
-    opt_state: Any
-    nonfinite_steps: jax.Array
-
-
-# ----------------------------------------------------------------------------- factories
-
-
-# ``config.model.inputs`` (Table 3's input rows) -> (main input field, auxiliary input field or None).
-MODEL_INPUTS: dict[str, tuple[str, str | None]] = {
-    "image": ("image", None), "iuv": ("iuv", None), "seg": ("segmentation", None),
-    "image_iuv": ("image", "iuv"), "image_seg": ("image", "segmentation")}
-
-
-def model_inputs(inputs: str) -> tuple[str, str | None]:
-    """``config.model.inputs`` -> (main input field, auxiliary input field or None)."""
-    if inputs not in MODEL_INPUTS:
-        raise ValueError(f"config.model.inputs must be one of {sorted(MODEL_INPUTS)}, got {inputs!r}")
-    return MODEL_INPUTS[inputs]
-
-
-def create_model(model_config: ml_collections.ConfigDict) -> regressor_lib.Regressor:
-    """The Regressor that ``config.model`` describes."""
-    _, aux = model_inputs(model_config.inputs)
-    mean_params = None
-    if model_config.get("mean_params_path"):
-        mean_params = regressor_lib.load_mean_params(model_config.mean_params_path)
-    dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-    if model_config.dtype not in dtypes:
-        raise ValueError(f"config.model.dtype must be one of {sorted(dtypes)}, got {model_config.dtype!r}")
-    return regressor_lib.Regressor(
-        encoder="single" if aux is None else "two_branch",
-        depth=model_config.depth, aux_depth=model_config.aux_depth, width=model_config.width,
-        feature_dim=model_config.feature_dim or None, hidden_dim=model_config.hidden_dim,
-        mean_params=mean_params, dtype=dtypes[model_config.dtype])
-
-
-def example_spec(config: ml_collections.ConfigDict, *, train: bool) -> pipeline.ExampleSpec:
-    """The pipeline's :class:`~dct_jax.data.pipeline.ExampleSpec` for ``config``."""
-    main, aux = model_inputs(config.model.inputs)
-    inputs = (main,) + ((aux,) if aux else ())
-    d = config.data
-    spec = pipeline.ExampleSpec(
-        image_size=d.image_size, inputs=inputs, num_dense=d.num_dense,
-        dense_source=d.dense_source if (config.loss.dense > 0 or not train) else "none",
-        refine_iuv=d.refine_iuv, smpl_fraction=d.smpl_fraction if train else 1.0,
-        normalize_point_weights=d.get("normalize_point_weights", True),
-        scale_jitter=d.scale_jitter, translate_jitter=d.translate_jitter, flip_prob=d.flip_prob,
-        smpl_path=config.smpl_path)
-    return spec if train else spec.without_augmentation()
-
-
-def create_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Adam with a (warmed-up) cosine decay from ``learning_rate`` to ``end_learning_rate``."""
-    steps, warmup = max(int(config.num_train_steps), 1), int(config.warmup_steps)
-    if warmup > 0:
-        schedule = optax.warmup_cosine_decay_schedule(
-            init_value=0.0, peak_value=config.learning_rate, warmup_steps=warmup,
-            decay_steps=max(steps, warmup + 1), end_value=config.end_learning_rate)
-    else:
-        schedule = optax.cosine_decay_schedule(
-            config.learning_rate, steps, alpha=config.end_learning_rate / config.learning_rate)
-    parts = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm > 0 else []
-    name = config.get("optimizer", "adam")
-    if name == "adam":
-        optimizer = optax.adam(schedule)
-    elif name == "sgd":
-        optimizer = optax.sgd(schedule, momentum=config.get("sgd_momentum", 0.9) or None)
-    else:
-        raise ValueError(f"config.optimizer must be 'adam' or 'sgd', got {name!r}")
-    return optax.chain(*parts, optimizer), schedule
 
 
 def loss_weights(config: ml_collections.ConfigDict) -> losses.LossWeights:
@@ -128,79 +46,6 @@ def loss_weights(config: ml_collections.ConfigDict) -> losses.LossWeights:
     return losses.LossWeights(keypoint=float(c.keypoint), smpl=float(c.smpl),
                               joints3d=float(c.joints3d), keypoints3d=float(c.get("keypoints3d", c.joints3d)),
                               dense=float(c.dense))
-
-
-def encode_inputs(batch: Mapping[str, jax.Array], inputs: str) -> tuple[jax.Array, jax.Array | None]:
-    """The network's inputs from a batch's uint8 crops (encodings of ``regressor``)."""
-    main, aux = model_inputs(inputs)
-
-    def encode(field: str) -> jax.Array:
-        if field == "image":
-            return regressor_lib.encode_image(batch["image"])
-        if field == "iuv":
-            return regressor_lib.encode_iuv(batch["iuv"])
-        return regressor_lib.encode_segmentation(batch["segmentation"])
-
-    return encode(main), (encode(aux) if aux else None)
-
-
-def initial_state(model: regressor_lib.Regressor, tx: optax.GradientTransformation,
-                  config: ml_collections.ConfigDict, rng: jax.Array, *, pretrained: bool = True) -> TrainState:
-    """Fresh variables (plus, if ``pretrained``, the ImageNet encoders the config names) and optimizer state."""
-    size = config.data.image_size
-    dummy = jnp.zeros((1, size, size, 3), jnp.float32)
-    _, aux = model_inputs(config.model.inputs)
-    init = jax.jit(functools.partial(model.init, train=False))  # op-by-op init is slow
-    variables = init(rng, dummy, dummy if aux else None)
-    variables = flax.core.unfreeze(variables)
-    for key, name, depth in (("init_image_from", "image_encoder", model.main_depth),
-                             ("init_aux_from", "aux_encoder", model.aux_depth)):
-        path = config.model.get(key) if pretrained else None
-        if path:
-            from dct_jax.models import convert  # noqa: PLC0415
-
-            if name == "aux_encoder" and aux is None:
-                raise ValueError(f"config.model.{key} is set but the model has no auxiliary branch")
-            backbone = convert.load_torchvision(path, depth, width=config.model.width)
-            variables = convert.merge_backbone(variables, backbone, name)
-            logging.info("Initialized %s from %s", name, path)
-    if pretrained and config.get("init_from"):
-        variables = variables_from_checkpoint(config.init_from, variables)
-    params, batch_stats = variables["params"], variables.get("batch_stats", {})
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                      opt_state=tx.init(params), nonfinite_steps=jnp.zeros((), jnp.int32))
-
-
-def variables_from_checkpoint(path: str, like: Mapping[str, Any]) -> dict[str, Any]:
-    """The parameters and BatchNorm statistics of another run's checkpoint (e.g. pretraining).
-
-    ``path`` is anything ``inference.load_checkpoint`` takes (a workdir, its
-    ``checkpoints/`` or one step); the network must be the one of ``like``
-    (fresh variables of this run), else a ValueError says what differs.
-    """
-    from dct_jax import inference  # noqa: PLC0415
-
-    loaded = inference.load_checkpoint(path).variables
-    loaded = {"params": loaded["params"], "batch_stats": loaded.get("batch_stats", {})}
-    expected = {"params": like["params"], "batch_stats": like.get("batch_stats", {})}
-    shapes = lambda tree: jax.tree.map(lambda x: tuple(np.shape(x)), tree)  # noqa: E731
-    if jax.tree.structure(loaded) != jax.tree.structure(expected) or shapes(loaded) != shapes(expected):
-        raise ValueError(f"config.init_from={path} holds another network than this run's "
-                         f"(config.model); start from a checkpoint of the same model")
-    logging.info("Initialized the network from %s", path)
-    return jax.tree.map(np.asarray, loaded)
-
-
-def abstract_state(model: regressor_lib.Regressor, tx: optax.GradientTransformation,
-                   config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> TrainState:
-    """Shapes, dtypes and shardings (:func:`state_shardings`) of the train state: what a checkpoint restores onto.
-
-    Nothing is computed or read (no ImageNet files: a restored run does not need them).
-    """
-    shapes = jax.eval_shape(lambda: initial_state(model, tx, config, jax.random.key(0), pretrained=False))
-    shardings = state_shardings(shapes, mesh, fsdp=bool(config.get("fsdp", False)))
-    return jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                        shapes, shardings)
 
 
 # ----------------------------------------------------------------------------- the step
@@ -252,11 +97,11 @@ def compute_losses(output: regressor_lib.RegressorOutput, batch: Mapping[str, ja
     return losses.total_loss(terms, weights), terms
 
 
-def loss_and_grads(state: TrainState, batch: Mapping[str, jax.Array], *, model: regressor_lib.Regressor,
+def loss_and_grads(state: state_lib.TrainState, batch: Mapping[str, jax.Array], *, model: regressor_lib.Regressor,
                    body: smpl.SMPLModel, layout: keypoints.Layout, weights: losses.LossWeights, inputs: str,
                    joints_from_smpl: bool = False) -> tuple[jax.Array, dict[str, jax.Array], Any, Any]:
     """The forward and backward pass of :func:`train_step`: ``(loss, terms, new batch_stats, grads)``."""
-    image, aux = encode_inputs(batch, inputs)
+    image, aux = state_lib.encode_inputs(batch, inputs)
 
     def loss_fn(params):
         output, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
@@ -268,10 +113,10 @@ def loss_and_grads(state: TrainState, batch: Mapping[str, jax.Array], *, model: 
     return total, terms, batch_stats, grads
 
 
-def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: regressor_lib.Regressor,
+def train_step(state: state_lib.TrainState, batch: Mapping[str, jax.Array], *, model: regressor_lib.Regressor,
                tx: optax.GradientTransformation, body: smpl.SMPLModel, layout: keypoints.Layout,
                weights: losses.LossWeights, inputs: str,
-               joints_from_smpl: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
+               joints_from_smpl: bool = False) -> tuple[state_lib.TrainState, dict[str, jax.Array]]:
     """One optimizer step. Returns the new state and scalar metrics.
 
     If the loss or any gradient is not finite the parameters, statistics and
@@ -286,7 +131,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: regr
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(total) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
-    new_state = TrainState(
+    new_state = state_lib.TrainState(
         step=state.step + 1,
         params=keep(params, state.params),
         batch_stats=keep(batch_stats, state.batch_stats),
@@ -298,79 +143,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: regr
     return new_state, metrics
 
 
-def predict(variables: Mapping[str, Any], batch: Mapping[str, jax.Array], *,
-            model: regressor_lib.Regressor, inputs: str) -> regressor_lib.RegressorOutput:
-    """Inference (BatchNorm in eval mode) on a batch."""
-    image, aux = encode_inputs(batch, inputs)
-    return model.apply(variables, image, aux, train=False)
-
-
-# ----------------------------------------------------------------------------- sharding
-
-
-def data_mesh() -> jax.sharding.Mesh:
-    return jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
-
-
-def check_batch_size(batch_size: int, *, name: str = "batch_size") -> int:
-    """The per-process batch; a clear error when devices or processes do not divide it."""
-    devices, processes = jax.device_count(), jax.process_count()
-    if batch_size <= 0 or batch_size % devices:
-        raise ValueError(
-            f"config.{name}={batch_size} must be a positive multiple of the device count "
-            f"({devices}); set --config.{name} to e.g. {max(devices, batch_size // devices * devices or devices)}")
-    return batch_size // processes
-
-
-def to_global(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
-    """A process-local batch -> global arrays sharded over the mesh's ``data`` axis."""
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
-
-
-def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-    return jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-
-
-FSDP_MIN_SIZE = 2**14  # arrays smaller than this stay replicated under FSDP
-
-
-def state_shardings(tree: Any, mesh: jax.sharding.Mesh, *, fsdp: bool = False,
-                    min_size: int = FSDP_MIN_SIZE) -> Any:
-    """A ``NamedSharding`` per leaf of ``tree`` (arrays or shape structs).
-
-    Replicated, or with ``fsdp`` (fully sharded data parallel, big_vision's
-    "fsdp" rule) every array of at least ``min_size`` elements split over the
-    mesh's ``data`` axis along its largest dimension that the device count
-    divides; XLA gathers the parameters where the step needs them. Each
-    device then holds about ``1 / devices`` of the parameters and Adam's
-    moments; the step computes the same numbers.
-    """
-    devices = mesh.shape["data"]
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-
-    def sharding(leaf: Any) -> jax.sharding.NamedSharding:
-        shape = tuple(np.shape(leaf))
-        if not fsdp or devices == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
-            return replicated
-        for axis in sorted(range(len(shape)), key=lambda a: (-shape[a], a)):
-            if shape[axis] % devices == 0:
-                spec = [None] * len(shape)
-                spec[axis] = "data"
-                return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
-        return replicated
-
-    return jax.tree.map(sharding, tree)
-
-
 # ----------------------------------------------------------------------------- the loop
 
-
-def load_body(config: ml_collections.ConfigDict) -> tuple[smpl.SMPLModel, keypoints.Layout]:
-    """The body model the dataset is annotated on, and its cocoplus19 keypoint layout."""
-    body = smpl.load(config.smpl_path)
-    name = keypoints.body_for_num_vertices(body.num_vertices)
-    return body, keypoints.get_layout("cocoplus19", body=name)
 
 
 def mixture_sources(config: ml_collections.ConfigDict) -> list[pipeline.MixtureSource]:
@@ -459,48 +233,60 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
-    local_batch = check_batch_size(config.batch_size)
-    check_batch_size(config.eval_batch_size, name="eval_batch_size")
+    local_batch = state_lib.check_batch_size(config.batch_size)
+    state_lib.check_batch_size(config.eval_batch_size, name="eval_batch_size")
     prepare_dataset(config)
     train_sources, mixture_weights = load_train_sources(config)
     pipeline.load_source(config.dataset, data_dir=config.data_dir, split=config.eval_split)  # fail early
-    body, layout = load_body(config)
+    body, layout = state_lib.load_body(config)
     for source in train_sources:
         _check_body_matches(source, layout.body)
 
-    model = create_model(config.model)
-    tx, schedule = create_optimizer(config)
+    model = state_lib.create_model(config.model)
+    tx, schedule = state_lib.create_optimizer(config)
     weights = loss_weights(config)
-    mesh = data_mesh()
-    abstract = abstract_state(model, tx, config, mesh)
+    mesh = state_lib.data_mesh()
+    abstract = state_lib.abstract_state(model, tx, config, mesh)
     num_params = sum(x.size for x in jax.tree.leaves(abstract.params))
     logging.info("Model: %s inputs, %s encoder, %.2fM parameters; %d devices, %d processes, "
                  "batch %d (%d per process)", config.model.inputs, model.encoder, num_params / 1e6,
                  jax.device_count(), jax.process_count(), config.batch_size, local_batch)
 
-    spec = example_spec(config, train=True)
+    spec = state_lib.example_spec(config, train=True)
     ds = pipeline.train_dataset(train_sources, [e.example_spec(spec) for e in mixture_sources(config)],
                                 batch_size=local_batch,
                                 seed=config.seed, shard_index=jax.process_index(),
                                 shard_count=jax.process_count(), weights=mixture_weights)
     data_iter = pipeline.make_iterator(ds, workers=config.data.workers, prefetch_threads=config.data.threads)
 
-    manager = ocp.CheckpointManager(
-        os.path.join(workdir, "checkpoints"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=config.max_checkpoints_to_keep, create=True))
-    latest = manager.latest_step()
-    if latest is not None:
-        data_state = translate_data_state(os.path.join(str(manager.directory), str(latest), "data"))
+    directory = os.path.join(workdir, "checkpoints")
+
+    def restore(manager: Any, step: int) -> state_lib.TrainState:
+        data_state = translate_data_state(os.path.join(directory, str(step), "data"))
         if data_state is None:
-            restored = manager.restore(latest, args=ocp.args.Composite(
+            restored = manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), data=grain.checkpoint.CheckpointRestore(data_iter)))
         else:  # saved by another number of processes: the global batches continue all the same
-            restored = manager.restore(latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+            restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
             data_iter.set_state(data_state)
-        state = restored["state"]
-        logging.info("Resumed from step %d in %s", latest, manager.directory)
-    else:
-        state = jax.device_put(initial_state(model, tx, config, jax.random.key(config.seed)),
+        return restored["state"]
+
+    state = None
+    if state_lib.has_checkpoints(directory):
+        latest, state, unusable = state_lib.restore_newest(directory, restore)
+        if unusable:  # later saves reuse these step numbers: move the broken ones aside (nothing is deleted)
+            if is_main:
+                moved = state_lib.set_aside(directory, unusable)
+                logging.warning("Moved the unusable checkpoint steps aside: %s", ", ".join(moved))
+            if jax.process_count() > 1:
+                from jax.experimental import multihost_utils  # noqa: PLC0415
+
+                multihost_utils.sync_global_devices("unusable checkpoints moved aside")
+        logging.info("Resumed from step %d in %s", latest, directory)
+    manager = ocp.CheckpointManager(
+        directory, options=ocp.CheckpointManagerOptions(max_to_keep=config.max_checkpoints_to_keep, create=True))
+    if state is None:
+        state = jax.device_put(state_lib.initial_state(model, tx, config, jax.random.key(config.seed)),
                                jax.tree.map(lambda x: x.sharding, abstract))
 
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -509,7 +295,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                         joints_from_smpl=config.loss.joints3d_from_smpl),
                       out_shardings=(jax.tree.map(lambda x: x.sharding, abstract), replicated),
                       donate_argnums=(0,))
-    predict_fn = jax.jit(functools.partial(predict, model=model, inputs=config.model.inputs))
+    predict_fn = jax.jit(functools.partial(state_lib.predict, model=model, inputs=config.model.inputs))
     writer = summaries.SummaryWriter(workdir, enabled=is_main)
 
     def save(step: int) -> None:
@@ -546,7 +332,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     f"{records_skipped} of the {records_seen} records read so far could not be used "
                     f"(more than config.max_skipped_fraction={config.max_skipped_fraction}); last: "
                     f"{next((e for e in host['error'] if e), 'see the log')}")
-            batch = to_global(device_batch, mesh)
+            batch = state_lib.to_global(device_batch, mesh)
             state, metrics = step_fn(state, batch)
             step += 1
             window_images += config.batch_size
@@ -636,7 +422,9 @@ def translate_data_state(data_dir: str) -> dict[str, Any] | None:
         except (OSError, ValueError):
             states.append(None)
     positions = {s.get("next_index") if isinstance(s, dict) and set(s) == {"next_index"} else None for s in states}
-    if not found or None in positions or len(positions) != 1:
+    if not found:
+        raise state_lib.CheckpointError(f"{data_dir} holds no data iterator state (process_*.json)")
+    if None in positions or len(positions) != 1:
         raise ValueError(
             f"the checkpoint {os.path.dirname(data_dir)} holds the data iterator state of another number of "
             f"processes ({', '.join(found) or 'none'}; this run has {jax.process_count()}) that does not carry "

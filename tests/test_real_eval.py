@@ -20,7 +20,8 @@ from test_h36m import body, fake_h36m  # noqa: F401  (fixtures)
 from test_pw3d import _build as build_pw3d
 from test_pw3d import fake_pw3d, models  # noqa: F401  (fixtures)
 
-from dct_jax import evaluate, smpl, train
+from dct_jax import evaluate, smpl
+from dct_jax import state as state_lib
 from dct_jax.models import regressor as regressor_lib
 
 
@@ -34,7 +35,7 @@ def _oracle(variables, batch):
 
 
 def _evaluate(config, body_model, split):
-    model = train.create_model(config.model)
+    model = state_lib.create_model(config.model)
     return evaluate.evaluate_split(config, {}, model=model, body=body_model, split=split, step=0,
                                    predict_fn=_oracle)
 

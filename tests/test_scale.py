@@ -25,6 +25,7 @@ import pytest
 from conftest import tiny_config
 
 from dct_jax import distributed, train
+from dct_jax import state as state_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(ROOT, "tests")
@@ -267,18 +268,19 @@ sys.path[:0] = [{root!r}, {tests!r}]
 import jax
 from conftest import tiny_config
 from dct_jax import train
+from dct_jax import state as state_lib
 from dct_jax.data import pipeline
 
 mode, out = sys.argv[1], sys.argv[2]
 if mode == "two_processes":
     jax.distributed.initialize(f"localhost:{{sys.argv[4]}}", 2, int(sys.argv[3]))
 config = tiny_config({data_dir!r})
-model = train.create_model(config.model)
-tx, _ = train.create_optimizer(config)
-body, layout = train.load_body(config)
-state = train.initial_state(model, tx, config, jax.random.key(0))
+model = state_lib.create_model(config.model)
+tx, _ = state_lib.create_optimizer(config)
+body, layout = state_lib.load_body(config)
+state = state_lib.initial_state(model, tx, config, jax.random.key(0))
 source = pipeline.load_source("synthetic", data_dir={data_dir!r}, split="train")
-batch = pipeline.eval_dataset(source, train.example_spec(config, train=True), batch_size=8)[0]
+batch = pipeline.eval_dataset(source, state_lib.example_spec(config, train=True), batch_size=8)[0]
 batch, _ = pipeline.split_host_fields(batch)
 fn = functools.partial(train.loss_and_grads, model=model, body=body, layout=layout,
                        weights=train.loss_weights(config), inputs=config.model.inputs)
@@ -288,14 +290,14 @@ def run(devices, local_rows, fsdp=False):
     mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     if fsdp:  # parameters and optimizer state split over the devices (tiny model: small threshold)
-        placed = jax.device_put(state, train.state_shardings(state, mesh, fsdp=True, min_size=256))
+        placed = jax.device_put(state, state_lib.state_shardings(state, mesh, fsdp=True, min_size=256))
         sharded = [x for x in jax.tree.leaves(placed) if not x.sharding.is_fully_replicated]
         assert len(sharded) >= 10, len(sharded)
         assert all(x.addressable_shards[0].data.size * len(devices) == x.size for x in sharded)
     else:
-        placed = train.replicate(state, mesh)
+        placed = state_lib.replicate(state, mesh)
     total, _, batch_stats, grads = jax.jit(fn, out_shardings=replicated)(
-        placed, train.to_global({{k: v[local_rows] for k, v in batch.items()}}, mesh))
+        placed, state_lib.to_global({{k: v[local_rows] for k, v in batch.items()}}, mesh))
     local = lambda x: np.asarray(x.addressable_data(0))
     leaves = {{"loss": local(total)}}
     leaves.update({{f"batch_stats/{{jax.tree_util.keystr(p)}}": local(x)
@@ -367,9 +369,9 @@ def test_state_shardings_rule():
     mesh = jax.sharding.AbstractMesh((4,), ("data",))
     tree = {"wide": np.zeros((6, 8)), "tall": np.zeros((12, 3, 5)), "odd": np.zeros((5, 7)),
             "small": np.zeros(3), "scalar": np.zeros(())}
-    specs = {k: tuple(v.spec) for k, v in train.state_shardings(tree, mesh, fsdp=True, min_size=4).items()}
+    specs = {k: tuple(v.spec) for k, v in state_lib.state_shardings(tree, mesh, fsdp=True, min_size=4).items()}
     assert specs == {"wide": (None, "data"), "tall": ("data", None, None), "odd": (), "small": (), "scalar": ()}
-    replicated = train.state_shardings(tree, mesh, fsdp=False)
+    replicated = state_lib.state_shardings(tree, mesh, fsdp=False)
     assert all(tuple(s.spec) == () for s in replicated.values())
 
 

@@ -14,18 +14,19 @@ import pytest
 from conftest import tiny_config
 
 from dct_jax import evaluate, train
+from dct_jax import state as state_lib
 from dct_jax.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _setup(config, tiny_data_dir, batch_size=8):
-    model = train.create_model(config.model)
-    tx, _ = train.create_optimizer(config)
-    body, layout = train.load_body(config)
-    state = train.initial_state(model, tx, config, jax.random.key(0))
+    model = state_lib.create_model(config.model)
+    tx, _ = state_lib.create_optimizer(config)
+    body, layout = state_lib.load_body(config)
+    state = state_lib.initial_state(model, tx, config, jax.random.key(0))
     source = pipeline.load_source("synthetic", data_dir=tiny_data_dir, split="train")
-    batch = pipeline.eval_dataset(source, train.example_spec(config, train=False), batch_size=batch_size)[0]
+    batch = pipeline.eval_dataset(source, state_lib.example_spec(config, train=False), batch_size=batch_size)[0]
     device, _ = pipeline.split_host_fields(batch)
     step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, body=body, layout=layout,
                                      weights=train.loss_weights(config), inputs=config.model.inputs))
@@ -67,8 +68,8 @@ def test_nan_guard_skips_a_poisoned_step(tiny_data_dir):
 def test_batch_must_divide_over_devices(monkeypatch):
     monkeypatch.setattr(jax, "device_count", lambda: 4)
     with pytest.raises(ValueError, match=r"config.batch_size=6 must be a positive multiple of the device count \(4\)"):
-        train.check_batch_size(6)
-    assert train.check_batch_size(8) == 8
+        state_lib.check_batch_size(6)
+    assert state_lib.check_batch_size(8) == 8
 
 
 def test_config_errors_are_clear(tiny_data_dir, tmp_path):
@@ -149,10 +150,10 @@ def test_scripts_end_to_end(tiny_data_dir, tmp_path):
 
 def test_evaluation_keeps_one_result_per_image(tiny_data_dir):
     config = tiny_config(tiny_data_dir)
-    model = train.create_model(config.model)
-    body, _ = train.load_body(config)
-    tx, _ = train.create_optimizer(config)
-    state = train.initial_state(model, tx, config, jax.random.key(0))
+    model = state_lib.create_model(config.model)
+    body, _ = state_lib.load_body(config)
+    tx, _ = state_lib.create_optimizer(config)
+    state = state_lib.initial_state(model, tx, config, jax.random.key(0))
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     report = evaluate.evaluate_split(config, variables, model=model, body=body, split="test", step=0)
     assert report["num_examples"] == 6 and report["counts"]["with_dense"] == 6
@@ -197,9 +198,9 @@ def test_encoders_start_from_torchvision_weights(tiny_data_dir, tmp_path):
     save_file(torch_resnet.state_dict_numpy(twin), path)
     config = tiny_config(tiny_data_dir, inputs="image")
     config.model.init_image_from = path
-    model = train.create_model(config.model)
-    tx, _ = train.create_optimizer(config)
-    state = train.initial_state(model, tx, config, jax.random.key(0))
+    model = state_lib.create_model(config.model)
+    tx, _ = state_lib.create_optimizer(config)
+    state = state_lib.initial_state(model, tx, config, jax.random.key(0))
     expected = convert.load_torchvision(path, 10, width=8)
     got = state.params["image_encoder"]
     for key, value in expected["params"].items():
@@ -208,7 +209,7 @@ def test_encoders_start_from_torchvision_weights(tiny_data_dir, tmp_path):
                 np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     config.model.init_aux_from = path
     with pytest.raises(ValueError, match="has no auxiliary branch"):
-        train.initial_state(model, tx, config, jax.random.key(0))
+        state_lib.initial_state(model, tx, config, jax.random.key(0))
 
 
 def test_a_run_starts_from_another_runs_network(tiny_data_dir, tiny_checkpoint):
@@ -217,9 +218,9 @@ def test_a_run_starts_from_another_runs_network(tiny_data_dir, tiny_checkpoint):
     workdir = tiny_checkpoint("image_iuv")
     config = tiny_config(tiny_data_dir, "image_iuv")
     config.init_from = workdir
-    model = train.create_model(config.model)
-    tx, _ = train.create_optimizer(config)
-    state = train.initial_state(model, tx, config, jax.random.key(7))
+    model = state_lib.create_model(config.model)
+    tx, _ = state_lib.create_optimizer(config)
+    state = state_lib.initial_state(model, tx, config, jax.random.key(7))
     saved = inference.load_checkpoint(workdir).variables
     for key in ("params", "batch_stats"):
         jax.tree.map(np.testing.assert_array_equal, getattr(state, key), saved[key])
@@ -227,7 +228,7 @@ def test_a_run_starts_from_another_runs_network(tiny_data_dir, tiny_checkpoint):
     config = tiny_config(tiny_data_dir, "image")
     config.init_from = workdir
     with pytest.raises(ValueError, match="holds another network"):
-        train.initial_state(train.create_model(config.model), tx, config, jax.random.key(7))
+        state_lib.initial_state(state_lib.create_model(config.model), tx, config, jax.random.key(7))
 
 
 def _protocol_batch(tiny_data_dir, cell, *, batch_size=16, shard_index=0, shard_count=1, index=0):
@@ -238,7 +239,7 @@ def _protocol_batch(tiny_data_dir, cell, *, batch_size=16, shard_index=0, shard_
     config.data_dir = tiny_data_dir
     config.data.image_size, config.data.num_dense, config.data.threads = 32, 20, 0
     sources, weights = train.load_train_sources(config)
-    specs = [e.example_spec(train.example_spec(config, train=True)) for e in train.mixture_sources(config)]
+    specs = [e.example_spec(state_lib.example_spec(config, train=True)) for e in train.mixture_sources(config)]
     ds = pipeline.train_dataset(sources, specs, batch_size=batch_size, seed=0, weights=weights,
                                 shard_index=shard_index, shard_count=shard_count)
     return config, ds[index]
@@ -255,12 +256,12 @@ def test_protocol_masks_follow_the_sources(tiny_data_dir):
     assert (batch["has_dense"] == ~studio).all()
     assert (batch["keypoints_weight"].sum(1) > 0).all()
     # The SMPL loss of the real batch ignores the in-the-wild targets and follows the studio ones.
-    model = train.create_model(tiny_config(tiny_data_dir, "image").model)
-    body, layout = train.load_body(config)
+    model = state_lib.create_model(tiny_config(tiny_data_dir, "image").model)
+    body, layout = state_lib.load_body(config)
     weights = train.loss_weights(config)
     device, _ = pipeline.split_host_fields(batch)
     variables = model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32), None, train=False)
-    output = train.predict(variables, device, model=model, inputs="image")
+    output = state_lib.predict(variables, device, model=model, inputs="image")
 
     def terms(pose):
         return train.compute_losses(output, dict(device, smpl_pose=pose), body, layout, weights)[1]
