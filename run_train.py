@@ -26,6 +26,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from dct_jax import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results.")
 _COORDINATOR = flags.DEFINE_string(
@@ -41,25 +43,32 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        cli.fail("run_train.py", f"unexpected arguments {argv[1:]}; all options are --flags")
+    cli.check_config_flag("run_train.py", _CONFIG.value)
     from dct_jax import distributed  # noqa: PLC0415  (after flag parsing: keeps --help fast)
 
     try:
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     except ValueError as e:
-        raise app.UsageError(str(e)) from e
+        cli.fail("run_train.py", str(e))
     import jax  # noqa: PLC0415
 
     from dct_jax import summaries, train  # noqa: PLC0415
 
     if jax.process_index() != 0:
         logging.set_verbosity(logging.WARNING)
+    from dct_jax import state as state_lib  # noqa: PLC0415
+    from dct_jax import workdir  # noqa: PLC0415
+
     summaries.quiet_library_logs()
     logging.info("Config:\n%s", _CONFIG.value)
-    result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    try:
+        result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (workdir.ConfigError, workdir.WorkdirError, state_lib.CheckpointError) as error:
+        cli.fail("run_train.py", str(error))
     if result.get("preempted"):
         sys.exit(_PREEMPTED_EXIT_CODE.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.flags_parser("run_train.py"))

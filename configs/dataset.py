@@ -5,12 +5,11 @@ datasets build NAME --manual_dir=M --data_dir=D``). Each sets the dataset's
 splits; its evaluation protocol follows from the name (``dct_jax/protocols.py``,
 ``docs/evaluation.md``). The records are annotated on SMPL, so pass the model:
 
-    python run_eval.py --config=configs/dataset.py:pw3d --workdir=W \
-        --config.smpl_path=SMPL_NEUTRAL.pkl \
-        --config.eval.j_regressor_h36m_path=J_regressor_h36m.npy \
-        --config.eval.smpl_male_path=SMPL_MALE.pkl --config.eval.smpl_female_path=SMPL_FEMALE.pkl
-
     python run_train.py --config=configs/dataset.py:up3d --workdir=W --config.smpl_path=SMPL_NEUTRAL.pkl
+
+    python run_eval.py --workdir=W --set=dataset=pw3d \
+        --set=eval.j_regressor_h36m_path=J_regressor_h36m.npy \
+        --set=eval.smpl_male_path=SMPL_MALE.pkl --set=eval.smpl_female_path=SMPL_FEMALE.pkl
 
 The model takes the photo alone (ResNet-101) with the supervision the dataset
 has; override anything on the command line. The builders do not make IUV maps

@@ -270,13 +270,19 @@ def synthetic_example(trained, *, index: int = 0) -> DemoResult:
     config = trained.config
     split = config.get("eval_split", "test")
     record, source_name = None, None
+    if index < 0:
+        raise DemoError(f"--example={index}: example numbers start at 0")
     try:
         source = pipeline.load_source(config.dataset, data_dir=config.data_dir, split=split)
-        if len(source):
-            record = source[index % len(source)]
-            source_name = f"{config.dataset} {split} record {index % len(source)}"
     except (ValueError, OSError) as err:  # not built here (or moved): generate an example instead
         logging.info("The run's dataset is not readable (%s); generating a synthetic example.", err)
+        source = None
+    if source is not None and len(source):
+        if index >= len(source):
+            raise DemoError(f"--example={index}: {config.dataset} {split} has {len(source)} records "
+                            f"(0 to {len(source) - 1})")
+        record = source[index]
+        source_name = f"{config.dataset} {split} record {index}"
     if record is None:
         record = _generated_record(trained, index, config.get("seed", 0))
         source_name = f"dct_jax.synthetic.generate test example {index}"

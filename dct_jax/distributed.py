@@ -92,25 +92,33 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 
 
 class Preemption:
-    """SIGTERM -> a flag; ``should_stop()`` is true on every process once any process got it.
+    """SIGTERM or SIGINT -> a flag; ``should_stop()`` is true on every process once any process got one.
 
-    Use as a context manager around the training loop: the handler is installed
-    on entry and the previous one restored on exit. Python allows signal
-    handlers only in the main thread; elsewhere (e.g. training from a worker
-    thread) nothing is installed and SIGTERM keeps its previous behaviour.
+    Use as a context manager around training: the handlers are installed on
+    entry and the previous ones restored on exit. A Ctrl-C (SIGINT) then lets
+    the current step (or compilation) finish instead of interrupting it, so the
+    run saves and exits cleanly; a second Ctrl-C raises KeyboardInterrupt at
+    once. Python allows signal handlers only in the main thread; elsewhere (e.g.
+    training from a worker thread) nothing is installed and the signals keep
+    their previous behaviour.
     """
 
-    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM,)):
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)):
         self.signals = signals
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            raise KeyboardInterrupt
         self.received = signum
+        if signum == signal.SIGINT:
+            logging.warning("Ctrl-C: stopping after the current step and saving a checkpoint "
+                            "(press Ctrl-C again to abort without saving)")
 
     def __enter__(self) -> "Preemption":
         if threading.current_thread() is not threading.main_thread():
-            logging.warning("Not in the main thread: SIGTERM will not save a checkpoint before exiting")
+            logging.warning("Not in the main thread: SIGTERM and Ctrl-C will not save a checkpoint before exiting")
             return self
         for signum in self.signals:
             self._previous[signum] = signal.signal(signum, self._handle)

@@ -118,7 +118,7 @@ def evaluate_split(config, variables: Mapping[str, Any], *, model, body: smpl.SM
     mesh = state_lib.data_mesh() if mesh is None else mesh
     if predict_fn is None:
         predict_fn = jax.jit(functools.partial(state_lib.predict, model=model, inputs=config.model.inputs))
-    local_batch = state_lib.check_batch_size(config.eval_batch_size, name="eval_batch_size")
+    local_batch = state_lib.eval_batch_size(config.eval_batch_size)  # any device count: padded
     source = pipeline.load_source(config.dataset, data_dir=config.data_dir, split=split)
     ds = pipeline.eval_dataset(source, state_lib.example_spec(config, train=False), batch_size=local_batch,
                                shard_index=jax.process_index(), shard_count=jax.process_count())
@@ -227,12 +227,23 @@ def format_report(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_checkpoint(config, workdir: str, *, split: str | None = None) -> dict[str, Any]:
-    """Evaluates the latest checkpoint in ``workdir/checkpoints`` and writes ``eval_<split>.json``."""
+def evaluate_checkpoint(config, workdir: str, *, split: str | None = None,
+                        overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluates the newest usable checkpoint in ``workdir/checkpoints`` and writes ``eval_<split>.json``.
+
+    ``config`` is the run's (``workdir.evaluation_config``); ``overrides`` (the
+    evaluation settings that differ from the run's) are recorded in the report.
+    """
     from dct_jax import state as state_lib  # noqa: PLC0415
+    from dct_jax import workdir as workdir_lib  # noqa: PLC0415
+    from dct_jax.data import pipeline  # noqa: PLC0415
 
     workdir = os.path.abspath(os.path.expanduser(workdir))
     split = split or config.eval_split
+    try:
+        pipeline.load_source(config.dataset, data_dir=config.data_dir, split=split)  # before any compilation
+    except ValueError as error:
+        raise workdir_lib.ConfigError(str(error)) from error
     directory = os.path.join(workdir, "checkpoints")
     if not state_lib.has_checkpoints(directory):
         raise state_lib.CheckpointError(f"no checkpoint in {directory}; train first with "
@@ -244,6 +255,8 @@ def evaluate_checkpoint(config, workdir: str, *, split: str | None = None) -> di
     abstract = state_lib.abstract_state(model, tx, config, mesh)
     step, variables = state_lib.restore_variables(directory, abstract)
     report = evaluate_split(config, variables, model=model, body=body, split=split, step=step, mesh=mesh)
+    if overrides:
+        report["overrides"] = dict(overrides)
     if jax.process_index() == 0:
         write_report(report, workdir)
     return report

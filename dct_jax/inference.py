@@ -12,7 +12,6 @@ The model's configuration comes from the run (``WORKDIR/config.json``, written b
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -112,9 +111,13 @@ def locate_checkpoint(path: str | os.PathLike, *, step: int | None = None) -> Ch
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a run was trained with (``WORKDIR/config.json``)."""
-    with open(os.path.join(workdir, "config.json")) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    """The config a run was trained with (``WORKDIR/config.json``); a one-line error if it is unreadable."""
+    from dct_jax import workdir as workdir_lib  # noqa: PLC0415
+
+    try:
+        return workdir_lib.load_config(workdir)
+    except workdir_lib.WorkdirError as error:
+        raise CheckpointError(str(error)) from None
 
 
 def load_checkpoint(path: str | os.PathLike, *, step: int | None = None,

@@ -217,6 +217,18 @@ def check_batch_size(batch_size: int, *, name: str = "batch_size") -> int:
     return batch_size // processes
 
 
+def eval_batch_size(batch_size: int) -> int:
+    """The per-process evaluation batch: ``batch_size`` rounded up to a multiple of the device count.
+
+    Evaluation runs on any device count: the extra rows are padding (``valid = 0``)
+    that the metrics drop, so the results are those of one device.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"config.eval_batch_size={batch_size} must be positive")
+    devices = jax.device_count()
+    return -(-batch_size // devices) * devices // jax.process_count()
+
+
 def to_global(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
     """A process-local batch -> global arrays sharded over the mesh's ``data`` axis."""
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))

@@ -37,6 +37,7 @@ from dct_jax import camera as camera_lib
 from dct_jax import distributed
 from dct_jax import densepose, geometry, keypoints, losses, smpl, summaries
 from dct_jax import state as state_lib
+from dct_jax import workdir as workdir_lib
 from dct_jax.data import pipeline
 from dct_jax.models import regressor as regressor_lib
 
@@ -216,31 +217,56 @@ def prepare_dataset(config: ml_collections.ConfigDict) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains (resuming from ``workdir``), then evaluates; returns the evaluation report.
 
-    On SIGTERM (preemption) the loop stops after the current step on every
-    process, saves a checkpoint of it (train state and data iterator), waits for
-    the write, logs so and returns ``{"preempted": True, "step": N,
+    Everything the config names is checked before anything is written
+    (``workdir.claim``: a workdir with checkpoints keeps its config); user errors
+    raise ``workdir.ConfigError`` / ``WorkdirError`` with one line.
+
+    On SIGTERM (preemption) or SIGINT (Ctrl-C), from the start on, the loop stops
+    after the current step on every process, saves a checkpoint of it if this
+    run took a step (train state and data iterator), waits for the write, logs
+    so and returns ``{"preempted": True, "signal": NAME, "step": N,
     "checkpoint_dir": ...}`` without evaluating; re-running resumes from there.
+    A second Ctrl-C aborts at once.
     """
+    with distributed.Preemption() as preemption:
+        return _train_and_evaluate(config, workdir, preemption)
+
+
+def _setup_checks(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, int, list[Any], Any, Any]:
+    """Every check that needs no compilation; then the workdir claims the config (config.json written).
+
+    Returns (workdir, per-process batch, training sources, mixture weights, (body, layout)).
+    """
+    try:
+        workdir_lib.validate(config)
+        workdir = workdir_lib.check_workdir(workdir)
+        local_batch = state_lib.check_batch_size(config.batch_size)
+        prepare_dataset(config)
+        train_sources, mixture_weights = load_train_sources(config)
+        pipeline.load_source(config.dataset, data_dir=config.data_dir, split=config.eval_split)  # fail early
+        body, layout = state_lib.load_body(config)
+        for source in train_sources:
+            _check_body_matches(source, layout.body)
+        state_lib.create_model(config.model)
+        state_lib.create_optimizer(config)
+    except (workdir_lib.ConfigError, workdir_lib.WorkdirError):
+        raise
+    except ValueError as error:  # the setup's ValueErrors are about the config (dataset, split, body, ...)
+        raise workdir_lib.ConfigError(str(error)) from error
+    workdir_lib.claim(config, workdir, write=jax.process_index() == 0)
+    return workdir, local_batch, train_sources, mixture_weights, (body, layout)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        preemption: distributed.Preemption) -> dict[str, Any]:
     import grain  # noqa: PLC0415
     import orbax.checkpoint as ocp  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
     from dct_jax import evaluate  # noqa: PLC0415
 
-    workdir = os.path.abspath(os.path.expanduser(workdir))
     is_main = jax.process_index() == 0
-    if is_main:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
-    local_batch = state_lib.check_batch_size(config.batch_size)
-    state_lib.check_batch_size(config.eval_batch_size, name="eval_batch_size")
-    prepare_dataset(config)
-    train_sources, mixture_weights = load_train_sources(config)
-    pipeline.load_source(config.dataset, data_dir=config.data_dir, split=config.eval_split)  # fail early
-    body, layout = state_lib.load_body(config)
-    for source in train_sources:
-        _check_body_matches(source, layout.body)
+    workdir, local_batch, train_sources, mixture_weights, (body, layout) = _setup_checks(config, workdir)
 
     model = state_lib.create_model(config.model)
     tx, schedule = state_lib.create_optimizer(config)
@@ -312,17 +338,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             evaluate.append_history(report, workdir)
         return report
 
-    step = int(state.step)
+    step = start_step = int(state.step)
     total_steps = int(config.num_train_steps)
     consecutive_nonfinite, records_seen, records_skipped = 0, 0, 0
     window_start, window_images = time.perf_counter(), 0
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not is_main,
                dynamic_ncols=True)
-    preemption = distributed.Preemption()
     preempted = False
     try:
-        preemption.__enter__()
-        while step < total_steps:
+        # A signal during the setup or the first compilations stops before any step.
+        preempted = preemption.should_stop()
+        while not preempted and step < total_steps:
             host_batch = next(data_iter)
             device_batch, host = pipeline.split_host_fields(host_batch)
             records_seen += len(host["error"])
@@ -372,18 +398,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if preemption.should_stop():  # collective in multi-process runs: all stop at the same step
                 preempted = True
                 break
-        if manager.latest_step() != step:
-            save(step)
-        manager.wait_until_finished()
         preempted = preempted or (step < total_steps) or preemption.should_stop()
+        if manager.latest_step() != step and (step > start_step or not preempted):
+            save(step)  # (a signal before any step of this run saves nothing)
+        manager.wait_until_finished()
         preemption.__exit__()
-        if preempted:
+        if preempted and step == start_step:
+            logging.warning("Stopped (%s) before the first step of this run, at step %d: nothing new to save; "
+                            "re-run the same command to start", preemption.signal_name, step)
+        elif preempted:
             logging.warning("Preempted (%s) at step %d: checkpoint saved in %s; re-run the same command "
                             "to resume", preemption.signal_name, step, manager.directory)
-            return {"preempted": True, "step": step, "checkpoint_dir": str(manager.directory)}
+        if preempted:
+            return {"preempted": True, "signal": preemption.signal_name, "step": step,
+                    "checkpoint_dir": str(manager.directory)}
         report = run_eval(step)
     finally:
-        preemption.__exit__()
         bar.close()
         manager.close()
         writer.close()

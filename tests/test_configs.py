@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from dct_jax import protocols
+from dct_jax import protocols, workdir
 from dct_jax.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,6 +25,9 @@ def test_every_config_has_the_interface_fields(path):
     for field in REQUIRED:
         assert field in config, (name, field)
     assert config.eval.protocol == "auto"
+    # Valid as they are, and on 1, 2, 4 and 8 devices (evaluation pads any batch; training splits the batch).
+    workdir.validate(config)
+    assert config.batch_size % 8 == 0, (name, config.batch_size)
 
 
 @pytest.mark.parametrize("name, protocol, eval_split", [

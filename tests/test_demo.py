@@ -180,6 +180,7 @@ def test_user_errors_are_one_line(iuv_checkpoint, photo_files, run, tmp_path):
         ((f"--image={photo}", f"--iuv={iuv}", f"--output={tmp_path / 'file' / 'out'}"), ["--output"]),
         ((f"--checkpoint={tmp_path}", f"--image={photo}"), ["--checkpoint", "not a dct_jax checkpoint"]),
         ((f"--image={photo}", f"--iuv={iuv}", f"--model={tmp_path / 'nope.pkl'}"), ["body model", "--model"]),
+        (("--example=9999",), ["--example=9999", "has 6 records (0 to 5)"]),  # the run's test split
     ]
     for args, words in cases:
         code, err = run(*base, *args)

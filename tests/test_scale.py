@@ -44,6 +44,7 @@ if _DELAY:
     _split = pipeline.split_host_fields
 
     def _slow_split(batch):
+        print("batch read", flush=True)
         time.sleep(_DELAY)
         return _split(batch)
 
@@ -176,6 +177,37 @@ def test_sigterm_saves_exits_cleanly_and_resumes_exactly(config_file, reference,
     output = _finish(config_file, workdir)
     assert f"Resumed from step {stopped} " in output
     _assert_matches_reference(workdir, reference)
+
+
+def test_ctrl_c_before_the_first_step_finishes_it_saves_and_exits_cleanly(config_file, tmp_path):
+    workdir, log_path = str(tmp_path / "run"), tmp_path / "first.log"
+    proc = _start(config_file, workdir, log_path, delay=1.0)
+    try:  # the first batch is read: the first step (and its compilation) is next
+        _wait_for(lambda: "batch read" in log_path.read_text(), proc, "the first batch")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=300) == 0, log_path.read_text()[-3000:]
+    finally:
+        proc.kill()
+    text = log_path.read_text()
+    assert "Segmentation fault" not in text and "Traceback" not in text, text[-3000:]
+    assert re.search(r"Preempted \(SIGINT\) at step 1: checkpoint saved", text), text[-3000:]
+    assert _steps_on_disk(workdir) == [1]
+
+
+def test_evaluation_runs_on_any_device_count(tiny_checkpoint, tmp_path):
+    """8 devices and an evaluation batch of 4: padded, and the metrics of one device."""
+    import shutil  # noqa: PLC0415
+
+    workdir = str(tmp_path / "run")
+    shutil.copytree(tiny_checkpoint("image_iuv"), workdir)
+    one_device = json.load(open(os.path.join(workdir, "eval_test.json")))
+    run = subprocess.run([sys.executable, "run_eval.py", f"--workdir={workdir}"], cwd=ROOT, capture_output=True,
+                         text=True, env=_device_env(8), timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    eight = json.load(open(os.path.join(workdir, "eval_test.json")))
+    assert eight["num_examples"] == one_device["num_examples"] == 6
+    for key, value in one_device["metrics"].items():
+        assert eight["metrics"][key] == pytest.approx(value, rel=1e-5), key
 
 
 def test_sigkill_then_rerun_matches_and_ignores_half_written_checkpoints(config_file, reference, tmp_path):

@@ -89,8 +89,9 @@ def test_two_cell_grid_writes_table_and_picture_and_resumes(tiny_data_dir, tmp_p
     output = str(tmp_path / "t3")
     overrides = dict(_TINY, data_dir=tiny_data_dir)
     # Pretraining is killed (SIGTERM) after its first step: the runner stops; re-running resumes it.
+    # (should_stop is asked once before the first step, then after each step.)
     calls = []
-    monkeypatch.setattr(distributed.Preemption, "should_stop", lambda self: not calls.append(1) and len(calls) == 1)
+    monkeypatch.setattr(distributed.Preemption, "should_stop", lambda self: not calls.append(1) and len(calls) == 2)
     stopped = table3.run(output, steps=2, cells=_CELLS, overrides=overrides, pretrain_steps=2, image_size=32)
     assert stopped == {} and not os.path.exists(os.path.join(output, "cells", _CELLS[0].name))
     pretrain_dir = os.path.join(output, "pretrain", _CELLS[0].inputs)

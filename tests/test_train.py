@@ -145,7 +145,7 @@ def test_scripts_end_to_end(tiny_data_dir, tmp_path):
     run = subprocess.run([sys.executable, "run_eval.py", "--config=configs/quickstart.py",
                           f"--workdir={tmp_path / 'empty'}", *overrides], cwd=ROOT, capture_output=True,
                          text=True, env=env, timeout=600)
-    assert run.returncode != 0 and "no checkpoint in" in run.stderr
+    assert run.returncode == 2 and "train first with" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_evaluation_keeps_one_result_per_image(tiny_data_dir):

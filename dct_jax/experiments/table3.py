@@ -108,12 +108,10 @@ def _base_config(inputs: str, *, steps: int, image_size: int) -> ml_collections.
 
 
 def _apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any] | None) -> None:
-    for key, value in (overrides or {}).items():
-        *path, field = key.split(".")
-        node = config
-        for part in path:
-            node = node[part]
-        node[field] = value
+    """``--set`` values on a cell's config; an unknown field is a ``workdir.ConfigError`` (with a suggestion)."""
+    from dct_jax import workdir  # noqa: PLC0415
+
+    workdir.apply_overrides(config, overrides or {})
 
 
 def cell_config(cell: Cell, *, steps: int, image_size: int = DEFAULT_IMAGE_SIZE,
@@ -470,34 +468,37 @@ def write_outputs(output: str, results: Mapping[Cell, Mapping[str, Any]], config
 
 
 def main(argv: Sequence[str]) -> None:
-    from absl import app, flags  # noqa: PLC0415
+    from absl import flags  # noqa: PLC0415
 
-    del argv
+    from dct_jax import cli, state, workdir  # noqa: PLC0415
+
+    program = "python -m dct_jax.experiments.table3"
+    if len(argv) > 1:
+        cli.fail(program, f"unexpected arguments {argv[1:]}; all options are --flags")
     f = flags.FLAGS
-    overrides: dict[str, Any] = {}
-    if f.data_dir:
-        overrides["data_dir"] = f.data_dir
-    for override in f.set or ():
-        key, sep, value = override.partition("=")
-        if not sep:
-            raise app.UsageError(f"--set takes KEY=VALUE (a config field), got {override!r}")
-        try:
-            overrides[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key.strip()] = value
     try:
+        overrides: dict[str, Any] = {}
+        if f.data_dir:
+            overrides["data_dir"] = f.data_dir
+        overrides.update(workdir.parse_overrides(f.set))
         cells = parse_cells(f.cells)
-    except ValueError as err:
-        raise app.UsageError(str(err)) from None
-    settings = dict(steps=f.steps, overrides=overrides, pretrain_steps=f.pretrain_steps, image_size=f.image_size,
-                    wild_2d=f.wild_2d)
-    if f.report_only:
-        found = write_report(f.output, **settings)
-        print(f"{len(found)} finished cells with these settings in {os.path.abspath(f.output)}"
-              + ("" if found else " (nothing written; pass the --steps, --pretrain_steps, --image_size, "
-                 "--wild_2d and --set of the runs)"))
-    elif run(f.output, cells=cells, **settings):
-        print(f"Wrote {os.path.join(os.path.abspath(f.output), 'table3.md')} and table3.png")
+        settings = dict(steps=f.steps, overrides=overrides, pretrain_steps=f.pretrain_steps,
+                        image_size=f.image_size, wild_2d=f.wild_2d)
+        for cell in cells:  # every setting checked before anything is built or trained
+            workdir.validate(cell_config(cell, steps=f.steps, image_size=f.image_size, overrides=overrides,
+                                         wild_2d=f.wild_2d))
+    except ValueError as error:  # ConfigError, bad --cells or --wild_2d
+        cli.fail(program, str(error))
+    try:
+        if f.report_only:
+            found = write_report(f.output, **settings)
+            print(f"{len(found)} finished cells with these settings in {os.path.abspath(f.output)}"
+                  + ("" if found else " (nothing written; pass the --steps, --pretrain_steps, --image_size, "
+                     "--wild_2d and --set of the runs)"))
+        elif run(f.output, cells=cells, **settings):
+            print(f"Wrote {os.path.join(os.path.abspath(f.output), 'table3.md')} and table3.png")
+    except (workdir.ConfigError, workdir.WorkdirError, state.CheckpointError) as error:
+        cli.fail(program, str(error))
 
 
 def _define_flags() -> None:
@@ -521,5 +522,7 @@ def _define_flags() -> None:
 if __name__ == "__main__":
     from absl import app
 
+    from dct_jax import cli
+
     _define_flags()
-    app.run(main)
+    app.run(main, flags_parser=cli.flags_parser("python -m dct_jax.experiments.table3"))
