@@ -1,4 +1,7 @@
-r"""One cell of the paper's Table 3: ``--config=configs/table3.py:INPUT,SUPERVISION[,DATA]``.
+r"""One cell of the paper's Table 3: ``--config=configs/table3.py:INPUT:SUPERVISION[:DATA]``.
+
+The cell is spelled as the Table 3 runner's ``--cells`` spells it
+(``image_iuv:3d_dense``); the older ``INPUT,SUPERVISION[,DATA]`` is accepted too.
 
 INPUT: image | iuv | seg | image_iuv | image_seg (single-branch ResNet-101, or
 ResNet-50 + ResNet-18 for two inputs, as the paper).
@@ -12,22 +15,24 @@ Every cell trains as the official code does (``default.apply_protocol``): the
 3D source is in every batch (half of it) with its SMPL and 2D labels, SMPL and
 keypoint loss weights 10 in every cell, dense 1 with in-the-wild 3D and 10 without.
 
-    python run_train.py --config=configs/table3.py:image_iuv,3d_dense --workdir=/tmp/t3_image_iuv_3d_dense
+    python run_train.py --config=configs/table3.py:image_iuv:3d_dense --workdir=/tmp/t3_image_iuv_3d_dense
 """
 
 from __future__ import annotations
 
+import re
+
 from configs import default
 
 
-def get_config(cell: str = "image_iuv,3d_dense"):
-    parts = [p.strip() for p in (cell or "").split(",")]
+def get_config(cell: str = "image_iuv:3d_dense"):
+    parts = [p.strip() for p in re.split(r"[:,]", cell or "")]
     if len(parts) == 2:
         parts.append("synthetic")
     if (len(parts) != 3 or parts[0] not in default.INPUTS or parts[1] not in default.SUPERVISIONS
             or parts[2] not in default.PROTOCOL_SOURCES):
         raise ValueError(
-            f"configs/table3.py takes INPUT,SUPERVISION[,DATA] with INPUT one of {sorted(default.INPUTS)}, "
+            f"configs/table3.py takes INPUT:SUPERVISION[:DATA] with INPUT one of {sorted(default.INPUTS)}, "
             f"SUPERVISION one of {sorted(default.SUPERVISIONS)} and DATA one of "
             f"{sorted(default.PROTOCOL_SOURCES)}; got {cell!r}")
     inputs, supervision, data = parts

@@ -232,10 +232,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         return _train_and_evaluate(config, workdir, preemption)
 
 
-def _setup_checks(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, int, list[Any], Any, Any]:
+def _setup_checks(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, int, list[Any], Any, Any, dict]:
     """Every check that needs no compilation; then the workdir claims the config (config.json written).
 
-    Returns (workdir, per-process batch, training sources, mixture weights, (body, layout)).
+    Returns (workdir, per-process batch, training sources, mixture weights, (body, layout),
+    the settings changed since the run's last start).
     """
     try:
         workdir_lib.validate(config)
@@ -253,8 +254,24 @@ def _setup_checks(config: ml_collections.ConfigDict, workdir: str) -> tuple[str,
         raise
     except ValueError as error:  # the setup's ValueErrors are about the config (dataset, split, body, ...)
         raise workdir_lib.ConfigError(str(error)) from error
-    workdir_lib.claim(config, workdir, write=jax.process_index() == 0)
-    return workdir, local_batch, train_sources, mixture_weights, (body, layout)
+    changes = workdir_lib.claim(config, workdir, write=jax.process_index() == 0)
+    return workdir, local_batch, train_sources, mixture_weights, (body, layout), changes
+
+
+def _current_report(workdir: str, config: ml_collections.ConfigDict, step: int,
+                    changes: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The run's evaluation report if it is of ``step`` with today's evaluation settings, else None."""
+    path = os.path.join(workdir, f"eval_{config.eval_split}.json")
+    if any(workdir_lib.is_eval_field(name) for name in changes) or not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        return None
+    same = (report.get("checkpoint_step") == step and report.get("dataset") == config.dataset
+            and report.get("split") == config.eval_split)
+    return report if same else None
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -266,7 +283,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     from dct_jax import evaluate  # noqa: PLC0415
 
     is_main = jax.process_index() == 0
-    workdir, local_batch, train_sources, mixture_weights, (body, layout) = _setup_checks(config, workdir)
+    workdir, local_batch, train_sources, mixture_weights, (body, layout), changes = _setup_checks(config, workdir)
 
     model = state_lib.create_model(config.model)
     tx, schedule = state_lib.create_optimizer(config)
@@ -314,6 +331,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if state is None:
         state = jax.device_put(state_lib.initial_state(model, tx, config, jax.random.key(config.seed)),
                                jax.tree.map(lambda x: x.sharding, abstract))
+    elif int(state.step) >= int(config.num_train_steps):
+        report = _current_report(workdir, config, int(state.step), changes)
+        if report is not None:  # a finished run: nothing to train or evaluate again
+            manager.close()
+            logging.info("The run is complete (step %d) and eval_%s.json is current: nothing to do",
+                         int(state.step), config.eval_split)
+            if is_main:
+                print(evaluate.format_report(report))
+            return report
 
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     step_fn = jax.jit(functools.partial(train_step, model=model, tx=tx, body=body, layout=layout,
@@ -342,8 +368,21 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     total_steps = int(config.num_train_steps)
     consecutive_nonfinite, records_seen, records_skipped = 0, 0, 0
     window_start, window_images = time.perf_counter(), 0
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not is_main,
-               dynamic_ncols=True)
+    bar = None  # made after the first step, so that its ETA leaves the compilation out
+
+    def progress(metrics: Mapping[str, Any]) -> None:
+        nonlocal bar
+        if bar is None:
+            logging.info("Step %d done, the train step compiled (%.0f s)", step, time.perf_counter() - started)
+            bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not is_main,
+                       dynamic_ncols=True)
+        else:
+            bar.update(1)
+        bar.set_postfix(loss=f"{metrics['loss']:.4g}", refresh=False)
+
+    if step < total_steps:
+        logging.info("Compiling the train step (about a minute on a CPU) ...")
+    started = time.perf_counter()
     preempted = False
     try:
         # A signal during the setup or the first compilations stops before any step.
@@ -373,8 +412,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                         "(lower the learning rate or check the data)")
             else:
                 consecutive_nonfinite = 0
-            bar.update(1)
-            bar.set_postfix(loss=f"{metrics['loss']:.4g}", refresh=False)
+            progress(metrics)
             if step % config.log_every_steps == 0 or step == total_steps:
                 elapsed = time.perf_counter() - window_start
                 scalars = {f"train/{k}": v for k, v in metrics.items() if k != "finite"}
@@ -414,7 +452,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                     "checkpoint_dir": str(manager.directory)}
         report = run_eval(step)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         manager.close()
         writer.close()
     if is_main:

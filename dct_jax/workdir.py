@@ -73,6 +73,11 @@ def _matches(name: str, prefixes: Iterable[str]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
+def is_eval_field(name: str) -> bool:
+    """Whether a dotted field is an evaluation setting (:data:`EVAL_FIELDS`)."""
+    return _matches(name, EVAL_FIELDS)
+
+
 def parse_overrides(items: Sequence[str] | None, flag: str = "--set") -> dict[str, Any]:
     """``["model.depth=18", "eval_split=test"]`` -> ``{"model.depth": 18, "eval_split": "test"}``.
 

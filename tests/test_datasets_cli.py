@@ -166,6 +166,8 @@ def test_build_reuse_mismatch_and_overwrite(tmp_path, capsys):
     assert cli.main(args + ["--split_sizes=train=3,test=1"]) == 0
     out = capsys.readouterr().out
     assert "synthetic 1.0.0: test 1, train 3 examples" in out
+    assert "Generating dataset synthetic here (nothing is downloaded): 3 train + 1 test records" in out
+    assert "Downloading" not in out and "Unknown size" not in out
     version_dir = tmp_path / "synthetic" / "1.0.0"
     assert len(tfds.builder_from_directory(str(version_dir)).as_data_source(split="train")) == 3
     assert len(tfds.data_source("synthetic", data_dir=str(tmp_path), split="test")) == 1

@@ -97,6 +97,16 @@ def test_run_writes_its_report_and_counts_skipped_records(tiny_data_dir, tmp_pat
     assert set(saved["metrics"]) == {"pve_mm", "mpjpe_mm", "pa_mpjpe_mm", "pvet_mm", "dkd"}
     assert set(saved["baseline_mean_params"]) == set(saved["metrics"])
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(full))
+    # TensorBoard (installed with the requirements, no TensorFlow) reads them.
+    from tensorboard.backend.event_processing import event_accumulator
+    events = event_accumulator.EventAccumulator(full)
+    events.Reload()
+    assert {"train/loss", "train/learning_rate", "eval/pve_mm"} <= set(events.Tags()["scalars"])
+    assert "train/predicted_meshes" in events.Tags()["images"]
+    # Re-running the finished run: nothing trained or evaluated again, no new events file.
+    files = sorted(os.listdir(full))
+    assert train.train_and_evaluate(config, full) == saved
+    assert sorted(os.listdir(full)) == files
 
     # Resuming after a kill is tested in test_scale.py (SIGTERM, SIGKILL at any moment).
 
@@ -169,19 +179,20 @@ def test_table3_config_cells():
     # SMPL and 2D labels, the cell deciding the in-the-wild labels; SMPL weight 10 everywhere.
     from configs import table3
 
-    config = table3.get_config("image_seg,3d20_dense")
+    config = table3.get_config("image_seg:3d20_dense")  # spelled as the runner's --cells
     assert config.model.inputs == "image_seg" and config.dataset == "synthetic"
     assert config.train_mixture == "synthetic:train=1[2d,dense,3d=0.2],studio:train=1[2d,3d]"
     assert (config.loss.smpl, config.loss.dense, config.loss.joints3d) == (10.0, 1.0, 0.0)
     config = table3.get_config("iuv,dense")
     assert config.train_mixture == "synthetic:train=1[2d,dense],studio:train=1[2d,3d]"
     assert (config.loss.smpl, config.loss.dense, config.loss.keypoint) == (10.0, 10.0, 10.0)
-    config = table3.get_config("image,2d,up3d")
+    config = table3.get_config("image:2d:up3d")
     assert config.train_mixture == "up3d:trainval=1[2d],h36m:train=1[2d,3d]" and config.dataset == "up3d"
     assert config.loss.dense == 0.0 and not config.build_dataset_if_missing
     assert train.generated_datasets(table3.get_config("image,3d")) == ["synthetic", "studio"]
-    for bad in ("image,4d", "image,3d,lsp"):
-        with pytest.raises(ValueError, match="INPUT,SUPERVISION"):
+    assert table3.get_config("iuv:dense").to_dict() == table3.get_config("iuv,dense").to_dict()  # the old spelling
+    for bad in ("image:4d", "image:3d:lsp"):
+        with pytest.raises(ValueError, match="INPUT:SUPERVISION"):
             table3.get_config(bad)
 
 

@@ -74,6 +74,12 @@ class GeneratedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """``{split: number of examples}`` this builder generates."""
         return dict(self._split_sizes)
 
+    def _log_download_bytes(self) -> None:
+        """What is being built (TFDS would say "Downloading and preparing ... Unknown size": nothing is downloaded)."""
+        sizes = " + ".join(f"{count} {split}" for split, count in self._split_sizes.items())
+        print(f"Generating dataset {self.name} here (nothing is downloaded): {sizes} records of "
+              f"{self._image_size}x{self._image_size} pixels into {self.data_dir}", flush=True)
+
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             features=schema.features(),
