@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from dct_jax import camera as camera_lib
-from dct_jax import render, smpl
+from dct_jax import render, smpl, synthetic
 from dct_jax.data import pipeline, schema
 
 NUM_PARTS = schema.NUM_PARTS
@@ -155,7 +155,8 @@ class DemoInputs:
 
     Attributes:
       image: ``(H, W, 3)`` uint8 RGB photo.
-      bbox: ``(4,)`` person box ``[x, y, w, h]`` in photo pixels (default: the whole photo).
+      bbox: ``(4,)`` person box ``[x, y, w, h]`` in photo pixels (default: the IUV or segmentation
+        map's person, the tight box of its foreground as in training; without a map the whole photo).
       iuv: ``(H, W, 3)`` uint8 IUV map of the photo, or None.
       segmentation: ``(H, W)`` uint8 part map of the photo, or None.
       crop_box: the square ``[x0, y0, side]`` the model sees (default: around ``bbox``).
@@ -171,8 +172,17 @@ class DemoInputs:
 
     def __post_init__(self):
         height, width = self.image.shape[:2]
+        person, flag = None, None
+        if self.iuv is not None:
+            person, flag = np.asarray(self.iuv)[..., 0] > 0, "--iuv"
+        elif self.segmentation is not None:
+            person, flag = np.asarray(self.segmentation) > 0, "--segmentation"
+        if person is not None and not person.any():
+            raise DemoError(f"{flag}: the map has no person in it (every pixel is background, 0); give the "
+                            "map DensePose made for this photo")
         if self.bbox is None:
-            self.bbox = np.array([0.0, 0.0, width, height], np.float64)
+            self.bbox = (synthetic.mask_bbox(person) if person is not None
+                         else np.array([0.0, 0.0, width, height], np.float64))
         self.bbox = np.asarray(self.bbox, np.float64).reshape(4)
         if self.crop_box is None:
             self.crop_box = schema.square_around(self.bbox)
@@ -180,6 +190,12 @@ class DemoInputs:
         x, y, w, h = self.bbox
         if x >= width or y >= height or x + w <= 0 or y + h <= 0:
             raise DemoError(f"--bbox {x:g},{y:g},{w:g},{h:g} lies outside the {width}x{height} photo")
+        if person is not None:
+            inside = person[max(int(y), 0):max(int(np.ceil(y + h)), 0), max(int(x), 0):max(int(np.ceil(x + w)), 0)]
+            if not inside.any():
+                px, py, pw, ph = synthetic.mask_bbox(person)
+                raise DemoError(f"--bbox {x:g},{y:g},{w:g},{h:g}: the {flag} map's person is not in it (the "
+                                f"person is at {px:g},{py:g},{pw:g},{ph:g}); fix --bbox or leave it out")
 
 
 def crops(inputs: DemoInputs, fields: Sequence[str], size: int) -> dict[str, np.ndarray]:

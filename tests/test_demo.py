@@ -147,14 +147,25 @@ def test_demo_with_iuv(iuv_checkpoint, photo_files, run, tmp_path):
     params, _ = _check_outputs(out)
     assert params["model_inputs"] == "image_iuv" and params["step"] == steps[-1]
 
-    # The IUV map matters to this model.
-    cv2.imwrite(str(tmp_path / "blank.png"), np.zeros((*CANVAS_HW, 3), np.uint8))
+    # The IUV map matters to this model (the same parts, U and V zeroed).
+    flat = cv2.imread(iuv, cv2.IMREAD_UNCHANGED)
+    flat[..., 1:] = 0
+    cv2.imwrite(str(tmp_path / "flat.png"), flat)
     code, err = run(f"--checkpoint={workdir}", f"--image={photo}", f"--bbox={bbox}",
-                    f"--iuv={tmp_path / 'blank.png'}", f"--output={tmp_path / 'blank'}")
+                    f"--iuv={tmp_path / 'flat.png'}", f"--output={tmp_path / 'flat'}")
     assert code == 0, err
-    with open(tmp_path / "blank" / "params.json") as f:
-        blank = json.load(f)
-    assert blank["parameters"] != params["parameters"]
+    with open(tmp_path / "flat" / "params.json") as f:
+        flat_params = json.load(f)
+    assert flat_params["parameters"] != params["parameters"]
+
+    # Without --bbox the crop follows the IUV map's person (its foreground's tight box, as in training).
+    code, err = run(f"--checkpoint={workdir}", f"--image={photo}", f"--iuv={iuv}", f"--output={tmp_path / 'auto'}")
+    assert code == 0, err
+    with open(tmp_path / "auto" / "params.json") as f:
+        auto = json.load(f)
+    person = np.argwhere(cv2.imread(iuv, cv2.IMREAD_UNCHANGED)[..., 0] > 0)
+    (y0, x0), (y1, x1) = person.min(0), person.max(0)
+    assert auto["bbox"] == [x0, y0, x1 + 1 - x0, y1 + 1 - y0]
 
 
 def test_user_errors_are_one_line(iuv_checkpoint, photo_files, run, tmp_path):
@@ -168,6 +179,8 @@ def test_user_errors_are_one_line(iuv_checkpoint, photo_files, run, tmp_path):
     high = str(tmp_path / "high.png")
     cv2.imwrite(high, np.full((*CANVAS_HW, 3), 200, np.uint8))
     (tmp_path / "file").write_text("")
+    blank = str(tmp_path / "blank.png")
+    cv2.imwrite(blank, np.zeros((*CANVAS_HW, 3), np.uint8))
     cases = [
         ((f"--image={photo}",), ["--iuv=FILE", "I (part 1-24", "U and V"]),  # the needed input is missing
         ((f"--image={photo}", f"--iuv={iuv}", "--bbox=1,2,3"), ["--bbox", "x,y,w,h"]),
@@ -181,6 +194,8 @@ def test_user_errors_are_one_line(iuv_checkpoint, photo_files, run, tmp_path):
         ((f"--checkpoint={tmp_path}", f"--image={photo}"), ["--checkpoint", "not a dct_jax checkpoint"]),
         ((f"--image={photo}", f"--iuv={iuv}", f"--model={tmp_path / 'nope.pkl'}"), ["body model", "--model"]),
         (("--example=9999",), ["--example=9999", "has 6 records (0 to 5)"]),  # the run's test split
+        ((f"--image={photo}", f"--iuv={blank}"), ["--iuv", "no person in it"]),
+        ((f"--image={photo}", f"--iuv={iuv}", "--bbox=0,0,5,5"), ["--bbox 0,0,5,5", "person is not in it"]),
     ]
     for args, words in cases:
         code, err = run(*base, *args)
