@@ -57,7 +57,7 @@ from dct_jax import render, smpl, smpl_io
 
 _OUTPUT = flags.DEFINE_string(
     "output", None, "Without --checkpoint: the PNG to write (default demo.png). With --checkpoint: the "
-    "directory for overlay.png, mesh.obj and params.json (default demo_out).")
+    "directory for overlay.png, mesh.obj, params.json and viewer.html (default demo_out).")
 _MODEL = flags.DEFINE_string(
     "model", None, "SMPL .pkl/.npz; default: the embedded free body. With --checkpoint: the body model "
     "file when the run's config.smpl_path has moved.")

@@ -3,7 +3,7 @@
     photo = demo.read_photo("person.jpg")
     inputs = demo.DemoInputs(photo, bbox=demo.parse_bbox("120,40,200,380"))
     result = demo.run(trained, inputs)          # trained: inference.load_checkpoint(...)
-    demo.write_outputs(result, "demo_out/")     # overlay.png, mesh.obj, params.json
+    demo.write_outputs(result, "demo_out/")     # overlay.png, mesh.obj, params.json, viewer.html
 
 The crop is the one training and evaluation use (``dct_jax.data.pipeline``): the
 square around the person box with side ``max(w, h)`` (``schema.square_around``),
@@ -513,7 +513,7 @@ def prepare_output_dir(path: str) -> str:
     path = os.path.expanduser(path)
     if os.path.exists(path) and not os.path.isdir(path):
         raise DemoError(f"--output: {path} exists and is not a directory (with --checkpoint, --output is a "
-                        "directory for overlay.png, mesh.obj and params.json)")
+                        "directory for overlay.png, mesh.obj, params.json and viewer.html)")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as err:
@@ -524,8 +524,13 @@ def prepare_output_dir(path: str) -> str:
 
 
 def write_outputs(result: DemoResult, output_dir: str, *, focal_length: float | None = None) -> dict[str, str]:
-    """Writes ``overlay.png``, ``mesh.obj`` and ``params.json`` into ``output_dir``; returns their paths."""
-    paths = {name: os.path.join(output_dir, name) for name in ("overlay.png", "mesh.obj", "params.json")}
+    """Writes ``overlay.png``, ``mesh.obj``, ``params.json`` and ``viewer.html`` (the meshes over the photo
+    in a self-contained page to turn with the mouse: ``dct_jax.viewer``) into ``output_dir``; returns their
+    paths."""
+    from dct_jax import viewer  # viewer imports this module
+
+    paths = {name: os.path.join(output_dir, name)
+             for name in ("overlay.png", "mesh.obj", "params.json", "viewer.html")}
     picture = overlay_picture(result)
     if not cv2.imwrite(paths["overlay.png"], cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write {paths['overlay.png']}")
@@ -536,4 +541,5 @@ def write_outputs(result: DemoResult, output_dir: str, *, focal_length: float | 
     with open(paths["params.json"], "w") as f:
         json.dump(params_json(result, focal_length=focal_length), f, indent=2)
         f.write("\n")
+    viewer.write_viewer(result, paths["viewer.html"])
     return paths
