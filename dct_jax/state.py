@@ -330,16 +330,16 @@ def restore_newest(directory: str, restore: Callable[[Any, int], T], *,
 
 
 def has_checkpoints(directory: str) -> bool:
-    """Whether ``directory`` holds any complete orbax checkpoint step (usable or not)."""
-    import orbax.checkpoint as ocp  # noqa: PLC0415
+    """Whether ``directory`` holds any finalized orbax checkpoint step (usable or not).
 
+    A plain listing (a step is a folder named by its number; a save in progress is
+    ``N.orbax-checkpoint-tmp-...``), not an orbax CheckpointManager: in multi-process
+    runs making one is collective, and this is asked before every process has
+    created the folder.
+    """
     if not os.path.isdir(directory):
         return False
-    manager = ocp.CheckpointManager(directory)
-    try:
-        return bool(manager.all_steps())
-    finally:
-        manager.close()
+    return any(name.isdigit() and os.path.isdir(os.path.join(directory, name)) for name in os.listdir(directory))
 
 
 def restore_variables(directory: str, abstract: Any, *, step: int | None = None) -> tuple[int, dict[str, Any]]:
