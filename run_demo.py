@@ -156,7 +156,8 @@ def checkpoint_main() -> dict[str, str]:
             logging.warning("--%s is for the demo without --checkpoint; ignoring it.", name)
     location, inputs, output_dir = _prepare()
     start = time.perf_counter()
-    trained = inference.load_checkpoint(location.directory, step=location.step, smpl_path=_MODEL.value)
+    # From the path given (not location.step): an unreadable newest step falls back to the previous one.
+    trained = inference.load_checkpoint(_CHECKPOINT.value, step=_STEP.value, smpl_path=_MODEL.value)
     logging.info("Loaded %s step %d (model inputs %s) in %.1f s", location.workdir, trained.step,
                  trained.config.model.inputs, time.perf_counter() - start)
     if inputs is None:

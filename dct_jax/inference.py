@@ -33,6 +33,7 @@ class CheckpointLocation:
     workdir: str  # holds config.json
     directory: str  # WORKDIR/checkpoints, the orbax CheckpointManager's directory
     step: int
+    requested: bool = False  # the step was asked for (``step=`` or a step's folder): no fallback
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +73,8 @@ def locate_checkpoint(path: str | os.PathLike, *, step: int | None = None) -> Ch
     """Resolves a workdir, its ``checkpoints/`` folder or one step's folder to a checkpoint.
 
     Without ``step`` a workdir or ``checkpoints/`` resolves to the latest complete step
-    (orbax ignores a save left half-written by a kill).
+    (orbax ignores a save left half-written by a kill; :func:`load_checkpoint` then
+    falls back to an older one if that step is unreadable).
     """
     import orbax.checkpoint as ocp  # noqa: PLC0415
 
@@ -103,11 +105,12 @@ def locate_checkpoint(path: str | os.PathLike, *, step: int | None = None) -> Ch
     manager.close()
     if not steps:
         raise CheckpointError(f"no complete checkpoint in {directory}")
+    requested = step is not None
     if step is None:
         step = steps[-1]
     elif step not in steps:
         raise CheckpointError(f"no complete checkpoint of step {step} in {directory}; steps there: {steps}")
-    return CheckpointLocation(workdir=workdir, directory=directory, step=int(step))
+    return CheckpointLocation(workdir=workdir, directory=directory, step=int(step), requested=requested)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -130,7 +133,6 @@ def load_checkpoint(path: str | os.PathLike, *, step: int | None = None,
       smpl_path: the body model, when the run's ``config.smpl_path`` has moved.
     """
     location = locate_checkpoint(path, step=step)
-    explicit = step is not None or os.path.basename(os.path.normpath(os.fspath(path))).isdigit()
     config = load_config(location.workdir)
     if smpl_path is not None:
         config.smpl_path = smpl_path
@@ -141,7 +143,7 @@ def load_checkpoint(path: str | os.PathLike, *, step: int | None = None,
     abstract = state_lib.abstract_state(model, tx, config, mesh)
     # The newest usable step (a corrupt newest one is named in a warning), or exactly the one asked for.
     restored_step, variables = state_lib.restore_variables(
-        location.directory, abstract, step=location.step if explicit else None)
+        location.directory, abstract, step=location.step if location.requested else None)
     location = dataclasses.replace(location, step=restored_step)
     return TrainedModel(config=config, model=model, variables=variables, body=body, layout=layout,
                         location=location)

@@ -20,6 +20,7 @@ process feeds its own shard of the data (``make_array_from_process_local_data``)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -232,12 +233,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         return _train_and_evaluate(config, workdir, preemption)
 
 
-def _setup_checks(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, int, list[Any], Any, Any, dict]:
-    """Every check that needs no compilation; then the workdir claims the config (config.json written).
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+    """What :func:`_setup_checks` built while checking the config."""
 
-    Returns (workdir, per-process batch, training sources, mixture weights, (body, layout),
-    the settings changed since the run's last start).
-    """
+    workdir: str
+    local_batch: int
+    train_sources: list[Any]
+    mixture_weights: list[float] | None
+    body: smpl.SMPLModel
+    layout: keypoints.Layout
+    model: regressor_lib.Regressor
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    changes: dict[str, Any]  # the settings changed since the run's last start
+
+
+def _setup_checks(config: ml_collections.ConfigDict, workdir: str) -> _Setup:
+    """Every check that needs no compilation; then the workdir claims the config (config.json written)."""
     try:
         workdir_lib.validate(config)
         workdir = workdir_lib.check_workdir(workdir)
@@ -248,14 +261,16 @@ def _setup_checks(config: ml_collections.ConfigDict, workdir: str) -> tuple[str,
         body, layout = state_lib.load_body(config)
         for source in train_sources:
             _check_body_matches(source, layout.body)
-        state_lib.create_model(config.model)
-        state_lib.create_optimizer(config)
+        model = state_lib.create_model(config.model)
+        tx, schedule = state_lib.create_optimizer(config)
     except (workdir_lib.ConfigError, workdir_lib.WorkdirError):
         raise
     except ValueError as error:  # the setup's ValueErrors are about the config (dataset, split, body, ...)
         raise workdir_lib.ConfigError(str(error)) from error
     changes = workdir_lib.claim(config, workdir, write=jax.process_index() == 0)
-    return workdir, local_batch, train_sources, mixture_weights, (body, layout), changes
+    return _Setup(workdir=workdir, local_batch=local_batch, train_sources=train_sources,
+                  mixture_weights=mixture_weights, body=body, layout=layout, model=model, tx=tx,
+                  schedule=schedule, changes=changes)
 
 
 def _current_report(workdir: str, config: ml_collections.ConfigDict, step: int,
@@ -283,10 +298,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     from dct_jax import evaluate  # noqa: PLC0415
 
     is_main = jax.process_index() == 0
-    workdir, local_batch, train_sources, mixture_weights, (body, layout), changes = _setup_checks(config, workdir)
-
-    model = state_lib.create_model(config.model)
-    tx, schedule = state_lib.create_optimizer(config)
+    setup = _setup_checks(config, workdir)
+    workdir, local_batch, body, layout = setup.workdir, setup.local_batch, setup.body, setup.layout
+    train_sources, mixture_weights, changes = setup.train_sources, setup.mixture_weights, setup.changes
+    model, tx, schedule = setup.model, setup.tx, setup.schedule
     weights = loss_weights(config)
     mesh = state_lib.data_mesh()
     abstract = state_lib.abstract_state(model, tx, config, mesh)

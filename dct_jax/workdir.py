@@ -260,9 +260,12 @@ def read_recorded(workdir: str) -> dict[str, Any] | None:
     try:
         with open(path) as f:
             text = f.read()
+    except OSError as error:
+        raise WorkdirError(f"{path} cannot be read ({error.strerror or error})") from None
+    try:
         recorded = json.loads(text)
-    except (OSError, ValueError) as error:
-        what = "is empty" if not locals().get("text") else f"is not valid JSON ({error})"
+    except ValueError as error:
+        what = "is empty" if not text.strip() else f"is not valid JSON ({error})"
         raise WorkdirError(f"{path} {what}: it should record how the run's checkpoints were trained") from None
     if not isinstance(recorded, dict):
         raise WorkdirError(f"{path} is not a config (a JSON object expected)")
@@ -366,11 +369,10 @@ def evaluation_config(workdir: str, given: ml_collections.ConfigDict | None = No
       WorkdirError: no readable config.json, or ``given`` differs in a training setting.
       ConfigError: an override of an unknown or a training field.
     """
-    recorded = load_config(workdir)
-    config = ml_collections.ConfigDict(recorded.to_dict())
+    config = load_config(workdir)
     changes: dict[str, Any] = {}
     if given is not None:
-        diffs = differences(recorded.to_dict(), given)
+        diffs = differences(config.to_dict(), given)
         training = {k: v for k, v in diffs.items() if not _matches(k, EVAL_FIELDS + SAFE_FIELDS)}
         if training:
             raise WorkdirError(

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from conftest import tiny_config
 
 from dct_jax import evaluate, inference, train
 from dct_jax import state as state_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +61,11 @@ def test_a_corrupt_newest_step_falls_back_to_the_previous_one(two_step_run, tmp_
     assert len(warnings) == 1 and "step 2" in warnings[0] and "trying step 1" in warnings[0], warnings
     assert "\n" not in warnings[0]
     assert evaluate.evaluate_checkpoint(config, workdir)["checkpoint_step"] == 1
+    demo = subprocess.run([sys.executable, "run_demo.py", f"--checkpoint={workdir}", f"--output={tmp_path / 'demo'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    with open(tmp_path / "demo" / "params.json") as f:
+        assert json.load(f)["step"] == 1
 
     # A step asked for by name is that step or a one-line error, never another one.
     with pytest.raises(state_lib.CheckpointError, match=r"no usable checkpoint in .*: step 2: ") as error:
