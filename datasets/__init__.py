@@ -5,6 +5,10 @@ Each dataset ``NAME`` is a folder-style TFDS builder,
 record schema of ``dct_jax.data.schema`` as ``array_record`` files (readable
 with ``tfds.data_source`` / ``builder.as_data_source()`` and no TensorFlow).
 
+The real datasets' builders share ``datasets/_real.py`` (arguments, messages,
+metadata, skips, partial downloads, empty splits); README.md says how to write one
+and lists the record schema.
+
 Build one with ``python -m datasets build NAME --data_dir=D [--manual_dir=M]``
 (see ``datasets/__main__.py``); read it back with
 ``tfds.data_source(NAME, data_dir=D, split=...)`` or
@@ -23,8 +27,38 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
+from collections.abc import Mapping
+from typing import Any
 
 _ROOT = os.path.dirname(os.path.abspath(__file__))
+# Split names as TFDS reads them back (``split="train"``, ``"train[:10%]"``): lowercase
+# identifiers; "all" is TFDS's name for every split together.
+SPLIT_NAME = re.compile(r"[a-z][a-z0-9_]*")
+RESERVED_SPLITS = ("all",)
+
+
+class EmptySplitsError(RuntimeError):
+    """Every split of a build would be empty (every record skipped): nothing was written."""
+
+
+def is_split_name(name: object) -> bool:
+    """Whether ``name`` is a split name TFDS can read back (see :data:`SPLIT_NAME`)."""
+    return isinstance(name, str) and bool(SPLIT_NAME.fullmatch(name)) and name not in RESERVED_SPLITS
+
+
+def empty_split_message(dataset: str, split: str, report: Mapping[str, Any]) -> str:
+    """One line saying why split ``split`` was not written (``report``: ``metadata["empty_splits"][split]``)."""
+    reasons = "; ".join(f'{r["count"]} like "{r["reason"]}"' for r in report["reasons"])
+    others = report["skipped"] - sum(r["count"] for r in report["reasons"])
+    reasons += f"; {others} for other reasons" if others > 0 else ""
+    if report["read"]:
+        what = f"all {report['read']} {report['unit']} read were skipped ({reasons})"
+    elif report["listed"]:  # e.g. 3DPW's frames the dataset itself marks invalid: not examples
+        what = f"none of the {report['listed']} {report['unit']} it lists is an example (see the log)"
+    else:
+        what = f"it lists no {report['unit']}"
+    return f"{dataset}: split {split} is empty and was not written: {what}"
 
 
 def builder_names() -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import cv2
@@ -15,8 +15,20 @@ from dct_jax import smpl_io
 from dct_jax.data import schema
 
 CROP_SCALE = 1.2  # crop side = CROP_SCALE * the longer side of the person box (SPIN, GraphCMR)
+NAMED = 10  # items a message names before "..."
 # Detectron's DensePose (tools/infer_simple.py, detectron/utils/vis.py) writes <image name>_IUV.png per image.
 IUV_SUFFIX = "_IUV.png"
+
+
+def _checked(path: str | os.PathLike | None, exists: Callable[[str], bool], error: type[OSError],
+             message: str) -> str | None:
+    """``path`` made absolute (None stays None) if ``exists``, else ``error(message.format(path))``."""
+    if path is None:
+        return None
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    if not exists(path):
+        raise error(message.format(path))
+    return path
 
 
 def model_file(path: str | os.PathLike | None, name: str = "smpl_path") -> str | None:
@@ -25,28 +37,43 @@ def model_file(path: str | os.PathLike | None, name: str = "smpl_path") -> str |
     Raises:
       FileNotFoundError: ``path`` is not a file (the message names the argument).
     """
-    if path is None:
-        return None
-    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{name} {path} is not a file; pass the SMPL model file (.pkl or .npz), e.g. "
-                                "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl")
-    return path
+    return _checked(path, os.path.isfile, FileNotFoundError, f"{name} {{}} is not a file; pass the SMPL model "
+                    "file (.pkl or .npz), e.g. basicModel_neutral_lbs_10_207_0_v1.0.0.pkl")
 
 
 def iuv_directory(path: str | os.PathLike | None, name: str = "iuv_dir") -> str | None:
     """A builder's ``iuv_dir`` argument: None, or the absolute path of an existing directory.
 
-    Raises:
-      NotADirectoryError: ``path`` is not a directory (the message names the argument).
+    Raises NotADirectoryError (naming the argument) when it is not a directory.
     """
-    if path is None:
-        return None
-    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    if not os.path.isdir(path):
-        raise NotADirectoryError(f"{name} {path} is not a directory; pass the folder of DensePose's "
-                                 f"<image name>{IUV_SUFFIX} files")
-    return path
+    return _checked(path, os.path.isdir, NotADirectoryError,
+                    f"{name} {{}} is not a directory; pass the folder of DensePose's <image name>{IUV_SUFFIX} files")
+
+
+def some(items: Sequence[str], *, sep: str = ", ", total: int | None = None) -> str:
+    """The first :data:`NAMED` of ``items`` joined by ``sep``, then ``...`` if there are more (``total`` of them)."""
+    more = (len(items) if total is None else total) > NAMED
+    return sep.join(items[:NAMED]) + (f"{sep}..." if more else "")
+
+
+def schema_record(**values: Any) -> dict[str, Any]:
+    """``schema.make_record(**values)``.
+
+    Raises:
+      Skip: the schema rejects the values (the message says which and why).
+    """
+    try:
+        return schema.make_record(**values)
+    except ValueError as err:
+        raise Skip(f"inconsistent record: {err}") from None
+
+
+def reprojection_error_px(points: np.ndarray, camera: np.ndarray, crop_box: np.ndarray,
+                          image_xy: np.ndarray) -> np.ndarray:
+    """``(N,)`` pixels between ``(N, 3)`` body points seen by the weak-perspective ``camera`` of
+    ``crop_box`` (``[x0, y0, side]``) and ``(N, 2)`` image points."""
+    projected = (points[:, :2] + camera[1:]) * camera[0]
+    return np.linalg.norm((projected + 1.0) * (0.5 * crop_box[2]) + crop_box[:2] - image_xy, axis=1)
 
 
 class Sized:
@@ -199,9 +226,11 @@ def iuv_paths(iuv_dir: str, relative_image_path: str, *, flat: bool = True) -> l
     return [os.path.join(iuv_dir, *parts[k:], file_name) for k in depths]
 
 
-def read_iuv(iuv_dir: str, relative_image_path: str, image_shape: tuple[int, int], *,
+def read_iuv(iuv_dir: str | None, relative_image_path: str, image_shape: tuple[int, int], *,
              flat: bool = True) -> bytes | None:
     """The DensePose IUV map of an image, as the schema's ``iuv`` PNG bytes, or None if there is none.
+
+    ``iuv_dir`` None (no ``--iuv_dir``) gives None.
 
     Looks for ``<stem>_IUV.png`` (:func:`iuv_paths`; ``stem`` the image's file name without its
     extension), the file Detectron's DensePose ``tools/infer_simple.py`` writes per image: ``(H, W,
@@ -217,6 +246,8 @@ def read_iuv(iuv_dir: str, relative_image_path: str, image_shape: tuple[int, int
       Skip: the file is not a readable image, not 3-channel 8-bit, has another size than the
         image (it is another image's map), or has part indices above 24.
     """
+    if iuv_dir is None:
+        return None
     path = next((p for p in iuv_paths(iuv_dir, relative_image_path, flat=flat) if os.path.isfile(p)), None)
     if path is None:
         return None
@@ -252,9 +283,3 @@ def check_iuv_body(iuv_dir: str | None, body_model: str, what: str = "smpl_path"
     if iuv_dir is not None and body_model != "smpl":
         raise ValueError(f"iuv_dir: DensePose's IUV maps are on SMPL's DensePose chart, but the body model of "
                          f"{what} is {body_model!r}; build with the SMPL model or without iuv_dir")
-
-
-def count_iuv(counts: dict[str, int], record: dict[str, Any]) -> None:
-    """Adds a record to ``counts["with_iuv"]`` or ``counts["no_iuv"]``."""
-    key = "with_iuv" if record["has_iuv"] else "no_iuv"
-    counts[key] = counts.get(key, 0) + 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 
 import cv2
 import numpy as np
@@ -355,8 +356,8 @@ def test_odd_entries_are_skipped_and_named(built, tmp_path):
     annotations = cdp.SplitAnnotations(path=os.path.join(manual, "annotations", "x.json"), images=images,
                                        by_image=by_image, num_annotations=8, num_densepose=8,
                                        malformed=[(None, "annotations[7] is not an object")])
-    builder = datasets.builder_class("coco_densepose")(data_dir=str(tmp_path))
-    written = [key for key, _ in builder._generate_examples("train", manual, annotations)]
+    builder = datasets.builder_class("coco_densepose")(data_dir=str(tmp_path), manual_dir=manual)
+    written = [key for key, _ in builder._generate_examples("train", annotations)]
     assert written == [500]
     reasons = [(e["annotation_id"], e["kind"], e["reason"]) for e in builder.info.metadata["skipped"]["train"]]
     expected = [(None, "annotation", "is not an object"), (500, "annotation", "repeats"),
@@ -418,6 +419,55 @@ def test_a_single_split_needs_only_its_files(tmp_path):
     assert not any("train" in line for line in cdp.missing_files(manual, ("minival",)))
     with pytest.raises(ValueError, match="splits"):
         datasets.builder_class("coco_densepose")(splits=("val",), data_dir=str(tmp_path))
+
+
+def test_minival_alone_is_built_from_its_files(tmp_path, caplog, capsys):
+    from datasets import __main__ as cli
+
+    manual = make_layout(str(tmp_path))  # then keep only what evaluation needs: minival's json, val2014/
+    shutil.rmtree(os.path.join(manual, "train2014"))
+    for split in ("train", "valminusminival"):
+        os.unlink(os.path.join(manual, "annotations", f"densepose_coco_2014_{split}.json"))
+    builder = datasets.builder_class("coco_densepose")(data_dir=str(tmp_path / "tfds"), manual_dir=manual)
+    with caplog.at_level("WARNING"):
+        builder.download_and_prepare()
+    assert {s: i.num_examples for s, i in builder.info.splits.items()} == {"minival": 2}
+    (line,) = [m for m in caplog.messages if "not building" in m]
+    assert line.startswith("coco_densepose: building minival; not building train, which lacks: ")
+    assert "train2014.zip" in line and "densepose_coco_2014_train.json" in line
+    assert "; valminusminival, which lacks: " in line and "val2014.zip" not in line
+    assert sorted(builder.info.metadata["missing_splits"]) == ["train", "valminusminival"]
+    assert list(builder.info.metadata["splits"]) == ["minival"]
+    # The CLI: --splits=minival builds it alone; asking for train too is an error naming its files.
+    args = ["build", "coco_densepose", f"--manual_dir={manual}"]
+    assert cli.main([*args, f"--data_dir={tmp_path / 'cli'}", "--splits=minival"]) == 0
+    assert "coco_densepose 1.0.0: minival 2 examples" in capsys.readouterr().out
+    assert cli.main([*args, f"--data_dir={tmp_path / 'cli2'}", "--splits=minival,train"]) == 2
+    err = capsys.readouterr().err
+    assert "train2014.zip" in err and "densepose_coco_2014_train.json" in err and "valminusminival" not in err
+
+
+def test_a_split_whose_every_image_is_unreadable_is_reported_and_the_others_are_written(tmp_path, caplog):
+    import tensorflow_datasets as tfds
+
+    manual = make_layout(str(tmp_path))
+    with open(os.path.join(manual, "val2014", "COCO_val2014_000000000003.jpg"), "wb") as f:  # valminusminival's
+        f.write(b"not a JPEG")
+    builder = datasets.builder_class("coco_densepose")(data_dir=str(tmp_path / "tfds"), manual_dir=manual)
+    with caplog.at_level("WARNING"):
+        builder.download_and_prepare()
+    reread = tfds.builder_from_directory(os.path.join(tmp_path, "tfds", "coco_densepose", "1.0.0"))
+    assert {s: i.num_examples for s, i in reread.info.splits.items()} == {"train": 1, "minival": 2}
+    metadata = reread.info.metadata
+    (reason,) = [entry["reason"] for entry in metadata["skipped"]["valminusminival"]]
+    assert reason.startswith("OpenCV cannot decode ") and reason.endswith("COCO_val2014_000000000003.jpg (10 bytes)")
+    assert metadata["empty_splits"] == {"valminusminival": {
+        "listed": 1, "read": 1, "skipped": 1, "unit": "DensePose annotations", "reasons": [{"reason": reason, "count": 1}]}}
+    assert metadata["splits"]["valminusminival"]["skipped_image"] == 1
+    assert builder.empty_splits == metadata["empty_splits"]
+    assert any(m.startswith("coco_densepose: split valminusminival is empty and was not written: all 1 DensePose "
+                            "annotations read were skipped (1 like \"OpenCV cannot decode") for m in caplog.messages)
+    assert len(reread.as_data_source(split="minival")) == 2
 
 
 def test_cli_reports_missing_files_on_one_error(tmp_path, capsys):

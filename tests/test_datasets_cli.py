@@ -33,6 +33,18 @@ def test_split_sizes_parse():
     for bad in ("train=0", "train=-1", "train=x", "train=1.5", "train==1"):
         with pytest.raises(argparse.ArgumentTypeError, match="the count of split 'train' must be an integer >= 1"):
             cli.parse_split_sizes(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="TFDS cannot write an empty split; leave the split out"):
+        cli.parse_split_sizes("train=10,test=0")
+
+
+def test_splits_parse():
+    assert cli.parse_splits("test") == ("test",)
+    assert cli.parse_splits("train, valid_protocol2") == ("train", "valid_protocol2")
+    for bad in ("", "train,", "Test", "all"):
+        with pytest.raises(argparse.ArgumentTypeError, match="is not one TFDS can read back"):
+            cli.parse_splits(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="split 'test' is given twice"):
+        cli.parse_splits("test,test")
 
 
 def _one_line_usage_error(capsys, argv, expected):
@@ -144,6 +156,10 @@ def test_iuv_dir_is_checked_and_passed(monkeypatch, capsys, tmp_path):
     assert "is not a directory" in capsys.readouterr().err
     assert cli.main(["build", "synthetic", f"--data_dir={data_dir}", f"--iuv_dir={tmp_path}"]) == 2
     assert "dataset 'synthetic' does not take --iuv_dir" in capsys.readouterr().err
+    assert cli.main(["build", "synthetic", f"--data_dir={data_dir}", "--splits=test"]) == 2
+    assert "dataset 'synthetic' does not take --splits (its splits are --split_sizes)" in capsys.readouterr().err
+    assert cli.main(["build", "coco_densepose", f"--data_dir={data_dir}", f"--smpl_path={__file__}"]) == 2
+    assert "dataset 'coco_densepose' does not take --smpl_path" in capsys.readouterr().err
     seen = {}
 
     class WithIuv:  # stands in for a real-dataset builder

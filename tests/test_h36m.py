@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 
 import cv2
@@ -269,8 +270,7 @@ def test_missing_files_fail_at_once_saying_what_to_download(tmp_path, fake_h36m,
                      "--manual_dir=M"):
         assert expected in message, (expected, message)
     assert not (tmp_path / "tfds" / "h36m" / "1.0.0").exists()
-    with pytest.raises(FileNotFoundError, match="no --manual_dir was given"):
-        h36m.locate(None)
+    assert set(h36m.find_splits(str(empty))) == set(h36m.SPIN_SPLITS)  # each lacks its file
 
     # The annotation files without the extracted frames.
     partial = tmp_path / "partial"
@@ -287,6 +287,56 @@ def test_missing_files_fail_at_once_saying_what_to_download(tmp_path, fake_h36m,
     assert cli.main(["build", "h36m", f"--manual_dir={empty}", f"--data_dir={tmp_path / 'tfds'}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("python -m datasets: error: Human3.6M is not complete in --manual_dir")
+
+
+def _copy(manual_dir, target):
+    """A copy of the fake manual directory (hard links: replace a file, never write into it)."""
+    shutil.copytree(manual_dir, target, copy_function=os.link)
+    return str(target)
+
+
+def test_a_split_without_its_images_is_left_out_unless_asked_for(fake_h36m, tmp_path, caplog, capsys):
+    manual = _copy(fake_h36m[0], tmp_path / "manual")
+    for row in fake_h36m[1]["valid_protocol1"]:
+        os.unlink(os.path.join(manual, row["imgname"]))
+    with caplog.at_level("WARNING"):
+        _build(manual, tmp_path / "tfds")
+    builder, records = _records(str(tmp_path / "tfds"))
+    assert {split: sorted(r) for split, r in records.items()} == {
+        "train": KEPT["train"], "valid_protocol2": KEPT["valid_protocol2"]}
+    lack = (f"none of the 2 images that h36m_valid_protocol1.npz names is there "
+            f"(e.g. {os.path.join(manual, fake_h36m[1]['valid_protocol1'][0]['imgname'])})")
+    assert (f"h36m: building train, valid_protocol2; not building valid_protocol1, which lacks: {lack} "
+            "(pass splits= / --splits= to require a split)") in caplog.messages
+    assert builder.info.metadata["missing_splits"] == {"valid_protocol1": [lack]}
+    assert builder.info.metadata["files"] == {"train": "h36m_train.npz", "valid_protocol2": "h36m_valid_protocol2.npz"}
+    with pytest.raises(FileNotFoundError, match="none of the 2 images that h36m_valid_protocol1.npz names"):
+        _build(manual, tmp_path / "tfds2", splits=("valid_protocol1",))
+    assert cli.main(["build", "h36m", f"--manual_dir={manual}", f"--data_dir={tmp_path / 'cli'}",
+                     "--splits=valid_protocol2,valid_protocol3"]) == 2
+    assert f"there is no h36m_valid_protocol3.npz in {manual}" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):  # a usage error of argparse's, one line
+        cli.main(["build", "h36m", f"--manual_dir={manual}", f"--data_dir={tmp_path / 'cli'}", "--splits=Valid"])
+    assert "argument --splits: split name 'Valid' is not one TFDS can read back" in capsys.readouterr().err
+
+
+def test_a_split_whose_every_image_is_unreadable_is_reported_and_the_others_are_written(fake_h36m, tmp_path, caplog):
+    manual = _copy(fake_h36m[0], tmp_path / "manual")
+    (row,) = fake_h36m[1]["valid_protocol2"]
+    os.unlink(os.path.join(manual, row["imgname"]))
+    with open(os.path.join(manual, row["imgname"]), "wb") as stream:
+        stream.write(b"not a JPEG")
+    with caplog.at_level("WARNING"):
+        _build(manual, tmp_path / "tfds")
+    builder, records = _records(str(tmp_path / "tfds"))
+    assert sorted(records) == ["train", "valid_protocol1"]
+    metadata = builder.info.metadata
+    first = f"{os.path.basename(row['imgname'])} is not a readable image (OpenCV cannot decode its 10 bytes)"
+    assert metadata["empty_splits"] == {"valid_protocol2": {"listed": 1, "read": 1, "skipped": 1, "unit": "rows",
+                                                            "reasons": [{"reason": first, "count": 1}]}}
+    assert metadata["num_skipped"]["valid_protocol2"] == 1 and metadata["skipped_not_listed"]["valid_protocol2"] == 0
+    assert (f'h36m: split valid_protocol2 is empty and was not written: all 1 rows read were skipped (1 like "{first}")'
+            in caplog.messages)
 
 
 def test_records_follow_the_schema_and_keep_the_annotations(built, fake_h36m):

@@ -13,6 +13,7 @@ actor's gendered model, as in the release. Random SMPL-sized models from
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 import cv2
@@ -198,6 +199,16 @@ def built_with_models(fake_pw3d, models, tmp_path_factory):
     return str(data_dir)
 
 
+def _copy(manual_dir, target):
+    """A copy of the fake release (hard links: replace a file, never write into it)."""
+    source = str(manual_dir)
+    for folder, _, files in os.walk(source):
+        os.makedirs(os.path.join(target, os.path.relpath(folder, source)), exist_ok=True)
+        for file in files:
+            os.link(os.path.join(folder, file), os.path.join(target, os.path.relpath(folder, source), file))
+    return target
+
+
 def _records(data_dir):
     import tensorflow_datasets as tfds  # noqa: PLC0415
 
@@ -371,35 +382,75 @@ def test_missing_files_fail_at_once_saying_what_to_download(fake_pw3d, tmp_path,
                         "M/imageFiles/<sequence>/image_00000.jpg", "--manual_dir=M", "--smpl_male_path"]):
         assert expected in message, (expected, message)
     assert not (tmp_path / "tfds" / "pw3d" / "1.0.0").exists()
-    with pytest.raises(FileNotFoundError, match="no --manual_dir was given"):
-        pw3d.locate(None)
 
-    # A copy of the fake release without one image folder, then without one image.
-    partial = tmp_path / "partial"
-    source = str(fake_pw3d[0])
-    for folder, _, files in os.walk(source):
-        target = os.path.join(partial, os.path.relpath(folder, source))
-        os.makedirs(target, exist_ok=True)
-        for file in files:
-            os.link(os.path.join(folder, file), os.path.join(target, file))
+    # A copy of the fake release without one image folder, then without one image: an error for the
+    # splits asked for.
+    partial = _copy(fake_pw3d[0], tmp_path / "partial")
     os.rename(partial / "imageFiles" / "flat_fake_00", partial / "flat")
     with pytest.raises(FileNotFoundError, match=r"no image folder in .*imageFiles for 1 sequence\(s\): flat_fake_00\."):
-        _build(partial, tmp_path / "tfds")
+        _build(partial, tmp_path / "tfds", splits=("train", "test"))
     os.rename(partial / "flat", partial / "imageFiles" / "flat_fake_00")
     (partial / "imageFiles" / "downtown_fake_00" / "image_00001.jpg").unlink()
     with pytest.raises(FileNotFoundError, match=r"1 image\(s\) of the sequences' frames are not in .*: "
                                                 r"imageFiles/downtown_fake_00/image_00001.jpg"):
-        _build(partial, tmp_path / "tfds")
-    # Only the requested splits' folders are needed.
-    assert sorted(pw3d.locate(partial, ("test",))) == ["test"]
+        _build(partial, tmp_path / "tfds", splits=("validation",))
+    # Only the requested splits' folders are read.
+    assert sorted(pw3d.find_splits(partial, ("test",))) == ["test"]
     (partial / "sequenceFiles" / "test" / "flat_fake_00.pkl").unlink()
-    with pytest.raises(FileNotFoundError, match="no sequence pickles in .*test"):
-        pw3d.locate(partial)
+    assert pw3d.find_splits(partial)["test"].missing == (f"no sequence pickles in {partial / 'sequenceFiles' / 'test'}",)
 
     # The CLI reports it without a traceback (exit code 2).
     assert cli.main(["build", "pw3d", f"--manual_dir={empty}", f"--data_dir={tmp_path / 'tfds'}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("python -m datasets: error: 3DPW is not complete in --manual_dir") and "imageFiles.zip" in err
+
+
+def test_without_the_validation_folder_the_other_splits_are_built(fake_pw3d, tmp_path, caplog, capsys):
+    partial = _copy(fake_pw3d[0], tmp_path / "partial")
+    shutil.rmtree(partial / "sequenceFiles" / "validation")
+    with caplog.at_level("WARNING"):
+        _build(partial, tmp_path / "tfds")
+    builder, records = _records(str(tmp_path / "tfds"))
+    assert {split: sorted(r) for split, r in records.items()} == {"train": KEPT["train"], "test": KEPT["test"]}
+    lack = f"no folder {partial / 'sequenceFiles' / 'validation'}"
+    assert (f"pw3d: building train, test; not building validation, which lacks: {lack} (pass splits= / --splits= "
+            "to require a split)") in caplog.messages
+    metadata = builder.info.metadata
+    assert metadata["missing_splits"] == {"validation": [lack]}
+    assert metadata["sequences"] == {"train": ["courtyard_fake_00"], "test": ["flat_fake_00"]}
+    assert metadata["listed"] == {"train": 10, "test": 2} and metadata["num_skipped"] == {"train": 2, "test": 0}
+    # Only what evaluation needs: --splits=test; a split asked for must be there.
+    assert cli.main(["build", "pw3d", f"--manual_dir={partial}", f"--data_dir={tmp_path / 'test_only'}",
+                     "--splits=test"]) == 0
+    out = capsys.readouterr().out
+    assert "pw3d 1.0.0: test 2 examples" in out and "not built" not in out
+    assert cli.main(["build", "pw3d", f"--manual_dir={partial}", f"--data_dir={tmp_path / 'cli'}",
+                     "--splits=validation,test"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m datasets: error: 3DPW is not complete in --manual_dir {partial}: {lack}.")
+    assert not (tmp_path / "cli" / "pw3d" / "1.0.0").exists()
+
+
+def test_a_split_whose_every_image_is_unreadable_is_reported_and_the_others_are_written(
+        fake_pw3d, tmp_path, caplog):
+    manual = _copy(fake_pw3d[0], tmp_path / "manual")
+    for frame in range(2):  # every frame of the test split's one sequence
+        path = manual / "imageFiles" / "flat_fake_00" / f"image_{frame:05d}.jpg"
+        path.unlink()
+        path.write_bytes(b"not a JPEG")
+    with caplog.at_level("WARNING"):
+        _build(manual, tmp_path / "tfds")
+    builder, records = _records(str(tmp_path / "tfds"))
+    assert {split: sorted(r) for split, r in records.items()} == {
+        "train": KEPT["train"], "validation": KEPT["validation"]}
+    metadata = builder.info.metadata
+    first = "image_00000.jpg is not a readable image (OpenCV cannot decode its 10 bytes)"
+    assert metadata["empty_splits"] == {"test": {"listed": 2, "read": 2, "skipped": 2, "unit": "records",
+                                                 "reasons": [{"reason": first, "count": 2}]}}
+    assert [s["record"] for s in metadata["skipped"]["test"]] == [f"flat_fake_00/image_0000{i}/actor0" for i in (0, 1)]
+    assert metadata["num_skipped"]["test"] == 2 and metadata["invalid_frames"]["test"] == 0
+    assert (f'pw3d: split test is empty and was not written: all 2 records read were skipped (2 like "{first}")'
+            in caplog.messages)
 
 
 def test_gendered_models_fill_the_meshes_and_fit_the_camera(built_with_models, fake_pw3d, models):

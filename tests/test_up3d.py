@@ -202,6 +202,17 @@ def built_with_body(fake_up3d, tmp_path_factory):
     return str(data_dir)
 
 
+def _partial_copy(manual_dir, target, *, without: str) -> str:
+    """A copy (hard links) of the fake ``manual_dir`` without ``up-3d/<without>``."""
+    root = os.path.join(target, "up-3d")
+    os.makedirs(root)
+    source = os.path.join(manual_dir, "up-3d")
+    for name in os.listdir(source):
+        if name != without:
+            os.link(os.path.join(source, name), os.path.join(root, name))
+    return str(target)
+
+
 def _records(data_dir):
     import tensorflow_datasets as tfds  # noqa: PLC0415
 
@@ -270,19 +281,15 @@ def test_missing_files_fail_at_once_saying_what_to_download(tmp_path, fake_up3d,
         assert expected in message, (expected, message)
     assert not (tmp_path / "tfds" / "up3d" / "1.0.0").exists()
 
-    # A listed image without its joints, and a missing split list.
-    partial = tmp_path / "partial"
-    root = partial / "up-3d"
-    root.mkdir(parents=True)
-    source = os.path.join(fake_up3d[0], "up-3d")
-    for name in os.listdir(source):
-        if name != "00003_joints.npy":
-            os.link(os.path.join(source, name), root / name)
-    with pytest.raises(FileNotFoundError, match=r"1 file\(s\) of the listed images are not in .*: 00003_joints.npy"):
-        _build(str(partial), tmp_path / "tfds")
-    (root / "test.txt").unlink()
+    # A listed image without its joints, and a missing split list: an error for a split asked for.
+    partial = _partial_copy(fake_up3d[0], tmp_path / "partial", without="00003_joints.npy")
+    with pytest.raises(FileNotFoundError,
+                       match=r"1 file\(s\) of the images val.txt lists are not in .*: 00003_joints.npy"):
+        _build(partial, tmp_path / "tfds", splits=("train", "val"))
+    os.unlink(os.path.join(partial, "up-3d", "test.txt"))
     with pytest.raises(FileNotFoundError, match="no split list .*test.txt"):
-        _build(str(partial), tmp_path / "tfds")
+        _build(partial, tmp_path / "tfds", splits="test")
+    assert not (tmp_path / "tfds" / "up3d" / "1.0.0").exists()
 
     # The CLI reports it without a traceback (exit code 2).
     assert cli.main(["build", "up3d", f"--manual_dir={empty}", f"--data_dir={tmp_path / 'tfds'}"]) == 2
@@ -369,6 +376,83 @@ def test_metadata_and_log_name_every_skipped_image(fake_up3d, tmp_path, caplog):
     assert metadata["box_from_joints"]["test"] == [{"image": "00004_image.png", "reason": "no 00004_render_light.png"}]
     assert metadata["listed"] == {split: len(ids) for split, ids in SPLIT_LISTS.items()}
     assert metadata["body_model"] == "smpl" and metadata["smpl_path"] is None
+
+
+def test_a_partial_download_builds_the_splits_whose_files_are_there(fake_up3d, tmp_path, caplog, capsys):
+    partial = _partial_copy(fake_up3d[0], tmp_path / "partial", without="00003_joints.npy")  # of val, trainval
+    with caplog.at_level("WARNING"):
+        _build(partial, tmp_path / "tfds")
+    builder, records = _records(str(tmp_path / "tfds"))
+    assert {split: sorted(r) for split, r in records.items()} == {"train": KEPT["train"], "test": KEPT["test"]}
+    (line,) = [m for m in caplog.messages if "not building" in m]  # one line: what is left out, and why
+    assert line.startswith("up3d: building train, test; not building val, which lacks: 1 file(s) of the images "
+                           "val.txt lists are not in ")
+    assert "00003_joints.npy" in line and "; trainval, which lacks: 1 file(s) of the images trainval.txt" in line
+    metadata = builder.info.metadata
+    assert sorted(metadata["missing_splits"]) == ["trainval", "val"]
+    assert "00003_joints.npy" in metadata["missing_splits"]["val"][0]
+    assert metadata["listed"] == {"train": 3, "test": 1} and metadata["num_skipped"] == {"train": 1, "test": 0}
+    assert metadata["empty_splits"] == {}
+
+    # The CLI says what it did not build; a split asked for with --splits must be there.
+    assert cli.main(["build", "up3d", f"--manual_dir={partial}", f"--data_dir={tmp_path / 'cli'}"]) == 0
+    out = capsys.readouterr().out
+    assert "up3d 1.0.0: test 1, train 2 examples" in out and "; not built: trainval, val (files missing" in out
+    assert cli.main(["build", "up3d", f"--manual_dir={partial}", f"--data_dir={tmp_path / 'cli'}",
+                     "--splits=test"]) == 0  # in the existing build: reused
+    assert cli.main(["build", "up3d", f"--manual_dir={partial}", f"--data_dir={tmp_path / 'cli'}",
+                     "--splits=val"]) == 2
+    assert "already holds up3d with splits ['test', 'train'], not ['val']; pass --overwrite" in capsys.readouterr().err
+    assert cli.main(["build", "up3d", f"--manual_dir={partial}", f"--data_dir={tmp_path / 'cli2'}",
+                     "--splits=test,val"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m datasets: error: UP-3D is not complete") and "00003_joints.npy" in err
+    assert not (tmp_path / "cli2" / "up3d" / "1.0.0").exists()
+    assert cli.main(["build", "up3d", f"--manual_dir={partial}", f"--data_dir={tmp_path / 'cli2'}",
+                     "--splits=validation"]) == 2
+    assert "splits must be distinct names among ('train', 'val', 'test', 'trainval')" in capsys.readouterr().err
+
+
+def test_a_split_whose_every_image_is_unreadable_is_reported_and_the_others_are_written(
+        fake_up3d, tmp_path, caplog, capsys):
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    import datasets as datasets_lib  # noqa: PLC0415
+
+    manual = _partial_copy(fake_up3d[0], tmp_path / "manual", without="")
+    for image_id in ("00001", "00002"):  # with the corrupt 00005: every image of train
+        path = os.path.join(manual, "up-3d", f"{image_id}_image.png")
+        os.unlink(path)  # (a hard link to the fixture's file)
+        with open(path, "wb") as stream:
+            stream.write(b"not an image")
+    with caplog.at_level("WARNING"):
+        _build(manual, tmp_path / "tfds")
+    builder, records = _records(str(tmp_path / "tfds"))
+    assert {split: sorted(r) for split, r in records.items()} == {"val": ["00003"], "test": ["00004"],
+                                                                  "trainval": ["00003"]}
+    metadata = builder.info.metadata
+    first = "00001_image.png is not a readable image (OpenCV cannot decode its 12 bytes)"
+    assert metadata["empty_splits"] == {"train": {"listed": 3, "read": 3, "skipped": 3, "unit": "images",
+                                                  "reasons": [{"reason": first, "count": 3}]}}
+    assert metadata["num_skipped"]["train"] == 3 and metadata["listed"]["train"] == 3
+    assert [s["image"] for s in metadata["skipped"]["train"]] == ["00001_image.png", "00002_image.png",
+                                                                   "00005_image.png"]
+    message = f'up3d: split train is empty and was not written: all 3 images read were skipped (3 like "{first}")'
+    assert message in caplog.messages
+    # The CLI writes the other splits and exits with status 1, saying which split and why.
+    assert cli.main(["build", "up3d", f"--manual_dir={manual}", f"--data_dir={tmp_path / 'cli'}"]) == 1
+    captured = capsys.readouterr()
+    assert "up3d 1.0.0: test 1, trainval 1, val 1 examples" in captured.out
+    assert "not built: train (every record skipped)" in captured.out
+    assert f"python -m datasets: error: {message}; the other splits were written" in captured.err.splitlines()
+    assert len(tfds.builder_from_directory(str(tmp_path / "cli" / "up3d" / "1.0.0")).as_data_source("val")) == 1
+    # Only empty splits asked for: nothing is written.
+    with pytest.raises(datasets_lib.EmptySplitsError, match=r"split train is empty .*; nothing was written"):
+        _build(manual, tmp_path / "only", splits=("train",))
+    assert not (tmp_path / "only" / "up3d" / "1.0.0").exists()
+    assert cli.main(["build", "up3d", f"--manual_dir={manual}", f"--data_dir={tmp_path / 'only'}",
+                     "--splits=train"]) == 1
+    assert message in capsys.readouterr().err
 
 
 def test_body_model_fills_the_mesh_and_fits_the_camera(built_with_body, fake_up3d, body):

@@ -51,6 +51,9 @@ a missing or repeated id), or an IUV map that is not the image's (``kind =
 (absl WARNING) and listed with its reason in the dataset's metadata
 (``builder.info.metadata["skipped"][split]``, ``metadata.json`` next to the
 data), with counts per split in ``metadata["splits"]``.
+A split whose files are missing is left out (``splits=`` / ``--splits`` requires
+them), and one whose every example is skipped is not written; both are reported
+(``datasets/_real.py``, ``datasets/README.md``).
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ import collections
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import cv2
@@ -69,7 +72,8 @@ from absl import logging
 from pycocotools import mask as mask_util
 from tqdm import tqdm
 
-from datasets._common import Skip, count_iuv, iuv_directory, read_iuv
+from datasets._common import Skip, read_iuv
+from datasets._real import Example, RealBuilder, Skipped, SplitFiles
 from dct_jax import keypoints as keypoints_lib
 from dct_jax.data import schema
 
@@ -371,6 +375,13 @@ def missing_files(manual_dir: str, splits: Sequence[str]) -> list[str]:
     return lines
 
 
+def find_splits(manual_dir: str, splits: Sequence[str] | None = None) -> dict[str, SplitFiles]:
+    """Each split's annotation file (read when the split is written), or what it lacks (:func:`missing_files`)."""
+    return {split: SplitFiles(load=lambda path=annotation_path(manual_dir, split): load_split_annotations(path),
+                              missing=tuple(missing_files(manual_dir, (split,))))
+            for split in splits or SPLITS}
+
+
 def missing_files_message(manual_dir: str, lines: Sequence[str]) -> str:
     return (f"coco_densepose: the manual directory {manual_dir} lacks these files (COCO 2014 images, "
             "DensePose-COCO annotations):\n  " + "\n  ".join(lines)
@@ -408,6 +419,10 @@ class SplitAnnotations:
     num_densepose: int
     malformed: list[tuple[Any, str]]  # (annotation id or None, why) of entries that cannot be grouped
 
+    def __len__(self) -> int:
+        """DensePose annotations (the progress bar's total)."""
+        return self.num_densepose
+
 
 def load_split_annotations(path: str) -> SplitAnnotations:
     """Reads a DensePose-COCO annotation file; people without ``dp_*`` fields are only counted.
@@ -441,33 +456,6 @@ def load_split_annotations(path: str) -> SplitAnnotations:
                             num_densepose=num_densepose + len(malformed), malformed=malformed)
 
 
-class _LazySplit:
-    """A split's examples with a length (for TFDS's progress bar); the annotation file is read on first use."""
-
-    def __init__(self, load: Callable[[], SplitAnnotations],
-                 generate: Callable[[SplitAnnotations], Iterator[tuple[int, dict[str, Any]]]]):
-        self._load, self._generate = load, generate
-        self._annotations: SplitAnnotations | None = None
-        self._length: int | None = None
-
-    def _get(self) -> SplitAnnotations:
-        if self._annotations is None:
-            self._annotations = self._load()
-            self._length = self._annotations.num_densepose
-        return self._annotations
-
-    def __len__(self) -> int:
-        return self._get().num_densepose if self._length is None else self._length
-
-    def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        # A generator, so nothing is read until the first example is asked for (tqdm.asyncio
-        # calls iter() once more than it iterates); the annotations are freed when done.
-        try:
-            yield from self._generate(self._get())
-        finally:
-            self._annotations = None
-
-
 # ----------------------------------------------------------------------------- builder
 
 
@@ -481,8 +469,13 @@ def _instructions() -> str:
     return "\n".join(lines)
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
-    """COCO-DensePose: COCO 2014 people with DensePose points, part masks and keypoints."""
+class Builder(RealBuilder):
+    """COCO-DensePose: COCO 2014 people with DensePose points, part masks and keypoints.
+
+    ``splits=("minival",)`` needs only ``val2014/`` and its annotation file. ``iuv_dir``: maps
+    ``<image name>_IUV.png`` in ``train2014/``, ``val2014/`` or the folder itself, shared by the
+    image's people.
+    """
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
@@ -490,86 +483,43 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                  "coarse part segmentation from dp_masks; skipped annotations in the metadata.",
     }
     MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions()
+    DATASET, HOMEPAGE, SPLITS = "COCO-DensePose", "http://densepose.org", SPLITS
+    BODY_MODELS = ()
+    UNIT = "DensePose annotations"
 
-    def __init__(self, *, splits: Sequence[str] = SPLITS, iuv_dir: str | os.PathLike | None = None,
-                 file_format: str | None = None, **kwargs: Any):
-        """Args as ``tfds.core.GeneratorBasedBuilder``, plus which splits to build.
+    def missing_message(self, problems: Sequence[str]) -> str:
+        manual_dir = self.manual_dir or "M"
+        if not os.path.isdir(manual_dir):  # list all a build needs
+            problems = [*problems, *missing_files(manual_dir, self.requested_splits or SPLITS)]
+        return missing_files_message(manual_dir, problems)
 
-        Args:
-          splits: some of :data:`SPLITS` (e.g. ``("minival",)`` needs only
-            ``val2014/`` and its annotation file).
-          iuv_dir: a folder of DensePose IUV maps, ``<image name>_IUV.png``
-            (Detectron's naming) in ``train2014/``, ``val2014/`` or the folder
-            itself; records of images with a map hold it (``has_iuv``), the
-            others are counted in ``metadata["no_iuv"]``.
-          file_format: default ``"array_record"`` (TFDS's default, tfrecord,
-            needs TensorFlow to write).
-          **kwargs: e.g. ``data_dir``.
+    def _find_splits(self, manual_dir: str, splits: tuple[str, ...] | None) -> dict[str, SplitFiles]:
+        return find_splits(manual_dir, splits)
 
-        Raises:
-          NotADirectoryError: ``iuv_dir`` is not a directory.
-          ValueError: ``splits`` not distinct names of :data:`SPLITS`.
-        """
-        self._iuv_dir = iuv_directory(iuv_dir)
-        splits = tuple(splits)
-        unknown = sorted(set(splits) - set(SPLITS))
-        if not splits or unknown or len(set(splits)) != len(splits):
-            raise ValueError(f"splits must be distinct names among {SPLITS}, got {splits}")
-        self._splits = splits
-        super().__init__(file_format=file_format or "array_record", **kwargs)
+    def _metadata(self, splits: Mapping[str, SplitFiles]) -> dict[str, Any]:
+        return {"conventions": CONVENTIONS, "splits": {}}
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=schema.features(),
-            supervised_keys=None,
-            homepage="http://densepose.org",
-            metadata=tfds.core.MetadataDict(conventions=CONVENTIONS, splits={}, skipped={}, iuv_dir=None,
-                                            with_iuv={}, no_iuv={}),
-        )
-
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        try:
-            manual_dir = os.fspath(dl_manager.manual_dir)
-        except AssertionError:  # TFDS: the directory does not exist or is empty
-            manual_dir = os.fspath(getattr(dl_manager, "_manual_dir", None) or "M")
-            raise FileNotFoundError(missing_files_message(manual_dir, missing_files(manual_dir, self._splits))) \
-                from None
-        missing = missing_files(manual_dir, self._splits)
-        if missing:
-            raise FileNotFoundError(missing_files_message(manual_dir, missing))
-
-        def load(split: str) -> Callable[[], SplitAnnotations]:
-            return lambda: load_split_annotations(annotation_path(manual_dir, split))
-
-        self.info.metadata["iuv_dir"] = self._iuv_dir
-        return {split: _LazySplit(load(split), self._make_generator(split, manual_dir)) for split in self._splits}
-
-    def _make_generator(self, split: str, manual_dir: str):
-        return lambda annotations: self._generate_examples(split, manual_dir, annotations)
-
-    def _generate_examples(self, split: str, manual_dir: str, annotations: SplitAnnotations):
+    def _examples(self, split: str, source: SplitAnnotations) -> Iterator[Example | Skipped]:
+        manual_dir = self.manual_dir
         folders = [IMAGE_DIRS[split]] + sorted(set(IMAGE_DIRS.values()) - {IMAGE_DIRS[split]})
         counts = collections.Counter()
-        skipped: list[dict[str, Any]] = []
 
-        def skip(kind: str, annotation_id: Any, image: Mapping[str, Any] | None, reason: str) -> None:
+        def skip(kind: str, annotation_id: Any, image: Mapping[str, Any] | None, reason: str) -> Skipped:
             image = image or {}
-            entry = {"annotation_id": annotation_id, "image_id": image.get("id"),
-                     "file_name": image.get("file_name"), "kind": kind, "reason": reason}
-            skipped.append(entry)
             counts[f"skipped_{kind}"] += 1
-            logging.warning("coco_densepose %s: skipped annotation %s (image %s): %s", split, annotation_id,
-                            entry["file_name"] or entry["image_id"], reason)
+            return Skipped(f"annotation {annotation_id} (image {image.get('file_name') or image.get('id')})", reason,
+                           {"annotation_id": annotation_id, "image_id": image.get("id"),
+                            "file_name": image.get("file_name"), "kind": kind})
 
-        for annotation_id, reason in annotations.malformed:
-            skip("annotation", annotation_id, None, reason)
+        for annotation_id, reason in source.malformed:
+            yield skip("annotation", annotation_id, None, reason)
         seen: set[int] = set()
-        for image_id, people in annotations.by_image.items():
-            image = annotations.images.get(image_id)
+        for image_id, people in source.by_image.items():
+            image = source.images.get(image_id)
             if image is None:
                 for annotation in people:
-                    skip("annotation", annotation.get("id"), None,
-                         f"image_id {image_id!r} is not among the file's images")
+                    yield skip("annotation", annotation.get("id"), None,
+                               f"image_id {image_id!r} is not among the file's images")
                 continue
             try:
                 file_name = image.get("file_name")
@@ -580,57 +530,45 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 data, shape, path = read_image([os.path.join(manual_dir, f, file_name) for f in folders], expected)
             except UnreadableImage as err:
                 for annotation in people:
-                    skip("image", annotation.get("id"), image, str(err))
+                    yield skip("image", annotation.get("id"), image, str(err))
                 continue
             try:
-                iuv = read_iuv(self._iuv_dir, os.path.relpath(path, manual_dir), shape) if self._iuv_dir else None
+                iuv = read_iuv(self.iuv_dir, os.path.relpath(path, manual_dir), shape)
             except Skip as err:
                 for annotation in people:
-                    skip("iuv", annotation.get("id"), image, str(err))
+                    yield skip("iuv", annotation.get("id"), image, str(err))
                 continue
             for annotation in people:
                 annotation_id = annotation.get("id")
                 if isinstance(annotation_id, bool) or not isinstance(annotation_id, int):
-                    skip("annotation", annotation_id, image, "has no integer id")
+                    yield skip("annotation", annotation_id, image, "has no integer id")
                     continue
                 if annotation_id in seen:
-                    skip("annotation", annotation_id, image, "repeats an earlier annotation's id")
+                    yield skip("annotation", annotation_id, image, "repeats an earlier annotation's id")
                     continue
                 seen.add(annotation_id)
                 try:
                     converted = convert_annotation(annotation, split=split, image_id=image_id, image_bytes=data,
                                                    image_shape=shape, iuv=iuv)
                 except InconsistentAnnotation as err:
-                    skip("annotation", annotation_id, image, str(err))
+                    yield skip("annotation", annotation_id, image, str(err))
                     continue
                 counts["records"] += 1
                 counts["keypoints_outside_image"] += converted.keypoints_outside_image
                 counts["records_without_segmentation"] += not converted.has_segmentation
-                count_iuv(counts, converted.record)
-                yield annotation_id, converted.record
+                yield Example(annotation_id, converted.record)
 
         summary = {
-            "annotation_file": os.path.relpath(annotations.path, manual_dir),
-            "annotations": annotations.num_annotations,
-            "densepose_annotations": annotations.num_densepose,
-            "not_densepose": annotations.num_annotations - annotations.num_densepose,
-            "records": counts["records"],
-            "skipped_image": counts["skipped_image"],
-            "skipped_annotation": counts["skipped_annotation"],
-            "skipped_iuv": counts["skipped_iuv"],
-            "keypoints_outside_image": counts["keypoints_outside_image"],
-            "records_without_segmentation": counts["records_without_segmentation"],
+            "annotation_file": os.path.relpath(source.path, manual_dir),
+            "annotations": source.num_annotations,
+            "densepose_annotations": source.num_densepose,
+            "not_densepose": source.num_annotations - source.num_densepose,
+            **{key: counts[key] for key in ("records", "skipped_image", "skipped_annotation", "skipped_iuv",
+                                            "keypoints_outside_image", "records_without_segmentation")},
         }
-        self.info.metadata["splits"][split] = summary
-        self.info.metadata["skipped"][split] = skipped
-        self.info.metadata["with_iuv"][split] = counts["with_iuv"]
-        self.info.metadata["no_iuv"][split] = counts["no_iuv"]
-        log = logging.warning if skipped else logging.info
-        log("coco_densepose %s: %d records from %d DensePose annotations (%d people without DensePose data "
-            "not used); skipped %d for their image, %d inconsistent, %d for their IUV map (listed in the "
-            "dataset's metadata.json)", split, summary["records"], summary["densepose_annotations"],
-            summary["not_densepose"], summary["skipped_image"], summary["skipped_annotation"],
-            summary["skipped_iuv"])
-        if self._iuv_dir:
-            logging.info("coco_densepose %s: %d record(s) with an IUV map from %s, %d without", split,
-                         counts["with_iuv"], self._iuv_dir, counts["no_iuv"])
+        self.record_split(split, splits=summary)
+        logging.info("coco_densepose %s: %d records from %d DensePose annotations (%d people without DensePose "
+                     "data not used); skipped %d for their image, %d inconsistent, %d for their IUV map (listed in "
+                     "the dataset's metadata.json)", split, summary["records"], summary["densepose_annotations"],
+                     summary["not_densepose"], summary["skipped_image"], summary["skipped_annotation"],
+                     summary["skipped_iuv"])

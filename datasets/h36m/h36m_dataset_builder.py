@@ -23,6 +23,9 @@ name without ``.jpg``). README.md documents the conventions and their sources.
 A row whose image cannot be read or whose annotation is inconsistent is skipped;
 each one is logged and listed, with the reason, in the dataset's metadata
 (``builder.info.metadata["skipped"][split]``).
+A split whose files are missing is left out (``splits=`` / ``--splits`` requires
+them), and one whose every example is skipped is not written; both are reported
+(``datasets/_real.py``, ``datasets/README.md``).
 """
 
 from __future__ import annotations
@@ -30,26 +33,17 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-import re
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from datasets._common import (
-    PosedBody,
-    Sized,
-    Skip,
-    check_iuv_body,
-    count_iuv,
-    fit_weak_perspective,
-    iuv_directory,
-    joints_box,
-    model_file,
-    read_image,
-    read_iuv,
-)
+from datasets import is_split_name
+from datasets._common import (PosedBody, Skip, fit_weak_perspective, joints_box, read_image, read_iuv,
+                              reprojection_error_px, schema_record, some)
+from datasets._real import Example, RealBuilder, Skipped, SplitFiles
 from dct_jax import npz_files
 from dct_jax.data import schema
 
@@ -60,8 +54,6 @@ SPIN_SPLITS = ("train", "valid_protocol1", "valid_protocol2")
 BOX_SIDE_PER_SCALE = 200.0  # SPIN: the crop's side is 200 * scale pixels (utils/imutils.get_transform)
 MIN_CAMERA_KEYPOINTS = 3  # labelled 2D keypoints needed to fit a weak-perspective camera
 MAX_NAMED_SKIPPED = 10_000  # per split in the metadata (the log names every one)
-_MAX_NAMED_MISSING = 10
-_SPLIT_NAME = re.compile(r"[a-z][a-z0-9_]*")  # what TFDS reads back (datasets/__main__.py)
 
 # SPIN's constants.JOINT_NAMES[25:]: the 24 "ground truth" joints (J24) of its .npz files.
 SPIN_J24_NAMES = (
@@ -215,7 +207,7 @@ def find_split_files(root: str) -> dict[str, str]:
     files = {}
     for path in sorted(glob.glob(os.path.join(glob.escape(root), FILE_PATTERN))):
         split = os.path.basename(path)[len("h36m_"):-len(".npz")]
-        if not _SPLIT_NAME.fullmatch(split) or split == "all":
+        if not is_split_name(split):
             raise ValueError(f"{path}: split name {split!r} must be lowercase letters, digits and _, starting "
                              "with a letter (and not 'all'); rename the file, e.g. h36m_train.npz")
         files[split] = path
@@ -234,55 +226,48 @@ def image_path(root: str, imgname: str) -> str:
     return os.path.join(root, relative)
 
 
-def locate(manual_dir: str | os.PathLike | None) -> tuple[str, dict[str, Annotations]]:
-    """The manual directory and the annotations of each split; checks the images are there.
+def image_problems(root: str, ann: Annotations) -> list[str]:
+    """What is missing of the images ``ann`` names: folders they point into, or every one of them."""
+    folders: dict[str, set[str] | None] = {}
+    present = 0
+    for imgname in ann.imgname:
+        try:
+            path = image_path(root, imgname)
+        except Skip:
+            continue
+        folder = os.path.dirname(path)
+        if folder not in folders:
+            folders[folder] = set(os.listdir(folder)) if os.path.isdir(folder) else None
+        present += folders[folder] is not None and os.path.basename(path) in folders[folder]
+    missing = sorted(f for f, names in folders.items() if names is None)
+    file = os.path.basename(ann.path)
+    if missing:
+        return [f"the image folder(s) that {file} names are missing: {some(missing)}"]
+    if present == 0 and len(ann):
+        return [f"none of the {len(ann)} images that {file} names is there (e.g. {os.path.join(root, ann.imgname[0])})"]
+    return []
+
+
+def find_splits(manual_dir: str | os.PathLike, splits: tuple[str, ...] | None = None) -> dict[str, SplitFiles]:
+    """Each split's annotations (:class:`Annotations`, the ``.npz`` read), or what it lacks.
+
+    A split lacks its ``h36m_<split>.npz``, the folders its image names point into, or all of its
+    images. Without ``splits``: the split of each file (SPIN's when there is none).
 
     Raises:
-      FileNotFoundError: no manual directory, no ``h36m_<split>.npz`` in it, a
-        folder the image names point into is missing, or none of a split's
-        images exists; the message lists what is missing and what to download,
-        from where, and where it goes.
-      ValueError: a malformed ``.npz`` file (:func:`read_annotations`).
+      ValueError: a malformed ``.npz`` file (:func:`read_annotations`) or file name (:func:`find_split_files`).
     """
-    if manual_dir is None or not os.path.isdir(manual_dir):
-        where = "no --manual_dir was given" if manual_dir is None else f"there is no folder {manual_dir}"
-        raise FileNotFoundError(_missing_message(manual_dir, [where]))
     root = os.fspath(manual_dir)
     files = find_split_files(root)
-    if not files:
-        raise FileNotFoundError(_missing_message(manual_dir, [
-            f"there is no {FILE_PATTERN} file in {root} (e.g. h36m_valid_protocol2.npz)"]))
-    annotations = {split: read_annotations(path) for split, path in files.items()}
-    problems = []
-    for ann in annotations.values():
-        folders: dict[str, set[str] | None] = {}
-        present = 0
-        for imgname in ann.imgname:
-            try:
-                path = image_path(root, imgname)
-            except Skip:
-                continue
-            folder = os.path.dirname(path)
-            if folder not in folders:
-                folders[folder] = set(os.listdir(folder)) if os.path.isdir(folder) else None
-            present += folders[folder] is not None and os.path.basename(path) in folders[folder]
-        missing = sorted(f for f, names in folders.items() if names is None)
-        file = os.path.basename(ann.path)
-        if missing:
-            named = ", ".join(missing[:_MAX_NAMED_MISSING]) + (", ..." if len(missing) > _MAX_NAMED_MISSING else "")
-            problems.append(f"the image folder(s) that {file} names are missing: {named}")
-        elif present == 0 and len(ann):
-            problems.append(f"none of the {len(ann)} images that {file} names is there "
-                            f"(e.g. {os.path.join(root, ann.imgname[0])})")
-    if problems:
-        raise FileNotFoundError(_missing_message(manual_dir, problems))
-    return root, annotations
-
-
-def _missing_message(manual_dir: Any, problems: list[str]) -> str:
-    where = "(not given)" if manual_dir is None else os.fspath(manual_dir)
-    return (f"Human3.6M is not complete in --manual_dir {where}: " + "; ".join(problems) + ".\n"
-            + MANUAL_DOWNLOAD_INSTRUCTIONS)
+    found = {}
+    for split in splits or tuple(files) or SPIN_SPLITS:
+        if split not in files:
+            found[split] = SplitFiles(missing=(f"there is no h36m_{split}.npz in {root}" if splits else
+                                               f"there is no {FILE_PATTERN} file in {root} (e.g. h36m_valid_protocol2.npz)",))
+            continue
+        ann = read_annotations(files[split])
+        found[split] = SplitFiles(source=ann, missing=tuple(image_problems(root, ann)))
+    return found
 
 
 # ----------------------------------------------------------------------------- one record
@@ -356,7 +341,7 @@ def convert_row(root: str, split: str, index: int, ann: Annotations,
     if not os.path.isfile(path):
         raise Skip(f"no image {path}")
     image, (height, width) = read_image(path)
-    iuv = read_iuv(iuv_dir, os.path.relpath(path, root), (height, width)) if iuv_dir else None
+    iuv = read_iuv(iuv_dir, os.path.relpath(path, root), (height, width))
 
     crop_box = crop_box_of(center, scale)
     values: dict[str, Any] = {}
@@ -383,27 +368,28 @@ def convert_row(root: str, split: str, index: int, ann: Annotations,
             if visible.sum() >= MIN_CAMERA_KEYPOINTS:
                 points, target = body.keypoints(vertices, joints)[visible], values["keypoints"][visible]
                 camera = fit_weak_perspective(points, target, crop_box)
-                projected = (points[:, :2] + camera[1:]) * camera[0]
-                image_xy = (projected + 1.0) * (0.5 * crop_box[2]) + crop_box[:2]
-                notes.keypoint_error_px = float(np.median(np.linalg.norm(image_xy - target, axis=1)))
+                notes.keypoint_error_px = float(np.median(reprojection_error_px(points, camera, crop_box, target)))
                 values.update(camera=camera, has_camera=True)
-    try:
-        record = schema.make_record(
-            record_id=f"h36m/{split}/{index:07d}/{imgname}", image_id=imgname, image=image,
-            image_shape=(height, width), bbox=bbox, crop_box=crop_box,
-            keypoints3d=keypoints3d, has_keypoints3d=True,
-            keypoints3d_visibility=np.where(labelled3d, schema.VISIBILITY_VISIBLE, schema.VISIBILITY_UNLABELLED),
-            **{"has_keypoints": False, "has_smpl": False, "has_camera": False, "has_mesh": False, **values})
-    except ValueError as err:
-        raise Skip(f"inconsistent record: {err}") from None
+    record = schema_record(
+        record_id=f"h36m/{split}/{index:07d}/{imgname}", image_id=imgname, image=image,
+        image_shape=(height, width), bbox=bbox, crop_box=crop_box,
+        keypoints3d=keypoints3d, has_keypoints3d=True,
+        keypoints3d_visibility=np.where(labelled3d, schema.VISIBILITY_VISIBLE, schema.VISIBILITY_UNLABELLED),
+        **{"has_keypoints": False, "has_smpl": False, "has_camera": False, "has_mesh": False, **values})
     return record, notes
 
 
 # ----------------------------------------------------------------------------- builder
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
-    """Human3.6M frames with 3D joints (and SMPL fits where given), from SPIN's .npz files."""
+class Builder(RealBuilder):
+    """Human3.6M frames with 3D joints (and SMPL fits where given), from SPIN's .npz files.
+
+    ``smpl_path``: records with SMPL fits also hold ``vertices`` and ``joints``, and a
+    weak-perspective camera fitted to their 2D keypoints. ``iuv_dir``: maps ``<frame>_IUV.png``
+    (the image name without ``.jpg``) in ``images/`` or the folder itself. Splits: one per
+    ``M/h36m_<split>.npz``.
+    """
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
@@ -411,94 +397,35 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                  "as cocoplus19 keypoints in 2D and 3D; SPIN's crop; SMPL pose and shape where stored.",
     }
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+    DATASET, HOMEPAGE = "Human3.6M", HOMEPAGE
+    SOURCE = f"{HOMEPAGE} through SPIN's preprocessed .npz files ({SPIN_URL})"
+    MEASURES = ("keypoint_error_px",)
+    UNIT = "rows"
+    MAX_LISTED_SKIPS = MAX_NAMED_SKIPPED
 
-    def __init__(self, *, smpl_path: str | os.PathLike | None = None, iuv_dir: str | os.PathLike | None = None,
-                 manual_dir: str | os.PathLike | None = None, file_format: str | None = None, **kwargs: Any):
-        """Args as ``tfds.core.GeneratorBasedBuilder``, plus:
+    def _find_splits(self, manual_dir: str, splits: tuple[str, ...] | None) -> dict[str, SplitFiles]:
+        return find_splits(manual_dir, splits)
 
-        Args:
-          smpl_path: SMPL model file; when given, records with SMPL fits also hold
-            ``vertices`` and ``joints``, and a weak-perspective camera fitted to
-            their 2D keypoints. Without it records keep the parameters only.
-          iuv_dir: a folder of DensePose IUV maps, ``<frame>_IUV.png`` (the
-            image name without ``.jpg``) in ``images/`` or the folder itself;
-            records of frames with a map hold it (``has_iuv``), the others are
-            counted in ``metadata["no_iuv"]``.
-          manual_dir: the folder holding the ``h36m_<split>.npz`` files and the
-            images; overrides the download config's ``manual_dir``.
-          file_format: default ``"array_record"`` (tfrecord needs TensorFlow).
-          **kwargs: e.g. ``data_dir``.
-
-        Raises:
-          FileNotFoundError: ``smpl_path`` is not a file.
-          NotADirectoryError: ``iuv_dir`` is not a directory.
-        """
-        self._smpl_path = model_file(smpl_path)
-        self._iuv_dir = iuv_directory(iuv_dir)
-        self._manual_dir_arg = None if manual_dir is None else os.fspath(manual_dir)
-        super().__init__(file_format=file_format or "array_record", **kwargs)
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=schema.features(),
-            supervised_keys=None,
-            homepage=HOMEPAGE,
-            metadata=tfds.core.MetadataDict(),
-        )
-
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        manual_dir = self._manual_dir_arg or getattr(dl_manager, "_manual_dir", None)
-        root, annotations = locate(manual_dir)
-        body = PosedBody(self._smpl_path) if self._smpl_path else None
-        check_iuv_body(self._iuv_dir, body.body_model if body else "smpl")
-        metadata = self.info.metadata
-        metadata.clear()
-        metadata.update({
-            "source": f"{HOMEPAGE} through SPIN's preprocessed .npz files ({SPIN_URL})",
-            "files": {split: os.path.basename(a.path) for split, a in annotations.items()},
-            "keys": {split: a.keys for split, a in annotations.items()},
-            "rows": {split: len(a) for split, a in annotations.items()},
-            "with_smpl": {split: int(a.has_smpl.sum()) if a.has_smpl is not None else 0
-                          for split, a in annotations.items()},
-            "body_model": body.body_model if body else "smpl",
-            "smpl_path": self._smpl_path,
-            "iuv_dir": self._iuv_dir,
-            "crop": "SPIN's: the square of side 200 * scale around center",
-            "num_skipped": {}, "skipped": {}, "skipped_not_listed": {}, "keypoint_error_px": {},
-            "with_iuv": {}, "no_iuv": {},
-        })
-        logging.info("h36m: reading %s (%s)", root, ", ".join(
+    def _metadata(self, splits: Mapping[str, SplitFiles]) -> dict[str, Any]:
+        annotations = {split: files.source for split, files in splits.items()}
+        body = self.posed_body(self.model_paths["smpl_path"])
+        logging.info("h36m: reading %s (%s)", self.manual_dir, ", ".join(
             f"{split} {len(a)} rows, fields {a.keys}" for split, a in annotations.items()))
-        return {split: Sized(self._generate_examples(split, ann, root, body), len(ann))
-                for split, ann in annotations.items()}
+        return {"files": {split: os.path.basename(a.path) for split, a in annotations.items()},
+                "keys": {split: a.keys for split, a in annotations.items()},
+                "rows": {split: len(a) for split, a in annotations.items()},
+                "with_smpl": {split: int(a.has_smpl.sum()) if a.has_smpl is not None else 0
+                              for split, a in annotations.items()},
+                "body_model": body.body_model if body else "smpl",
+                "crop": "SPIN's: the square of side 200 * scale around center"}
 
-    def _generate_examples(self, split: str, ann: Annotations, root: str, body: PosedBody | None):
-        skipped, num_skipped, errors = [], 0, []
-        iuv_counts = {"with_iuv": 0, "no_iuv": 0}
-        for index in range(len(ann)):
+    def _examples(self, split: str, source: Annotations) -> Iterator[Example | Skipped]:
+        body = self.posed_body(self.model_paths["smpl_path"])
+        for index in range(len(source)):
             try:
-                record, notes = convert_row(root, split, index, ann, body, self._iuv_dir)
+                record, notes = convert_row(self.manual_dir, split, index, source, body, self.iuv_dir)
             except Skip as err:
-                logging.warning("h36m %s: skipped row %d (%s): %s", split, index, ann.imgname[index], err)
-                num_skipped += 1
-                if len(skipped) < MAX_NAMED_SKIPPED:
-                    skipped.append({"row": index, "image": ann.imgname[index], "reason": str(err)})
+                yield Skipped(f"row {index} ({source.imgname[index]})", str(err),
+                              {"row": index, "image": source.imgname[index]})
                 continue
-            if notes.keypoint_error_px is not None:
-                errors.append(notes.keypoint_error_px)
-            count_iuv(iuv_counts, record)
-            yield index, record
-        metadata = self.info.metadata
-        metadata["with_iuv"][split], metadata["no_iuv"][split] = iuv_counts["with_iuv"], iuv_counts["no_iuv"]
-        metadata["num_skipped"][split] = num_skipped
-        metadata["skipped"][split] = skipped
-        metadata["skipped_not_listed"][split] = num_skipped - len(skipped)
-        if errors:
-            metadata["keypoint_error_px"][split] = {"median": float(np.median(errors)), "max": float(np.max(errors))}
-        if num_skipped:
-            logging.warning("h36m %s: skipped %d of %d rows: %s", split, num_skipped, len(ann),
-                            "; ".join(f"{s['image']} ({s['reason']})" for s in skipped[:_MAX_NAMED_MISSING])
-                            + ("; ..." if num_skipped > _MAX_NAMED_MISSING else ""))
-        if self._iuv_dir:
-            logging.info("h36m %s: %d record(s) with an IUV map from %s, %d without", split,
-                         iuv_counts["with_iuv"], self._iuv_dir, iuv_counts["no_iuv"])
+            yield Example(index, record, notes)

@@ -30,6 +30,9 @@ not examples; they are counted in ``metadata["invalid_frames"]`` (per reason in
 ``metadata["invalid_frames_by_reason"]``).
 An unreadable image or an inconsistent annotation is skipped instead: logged,
 counted and listed with the reason in ``metadata["skipped"][split]``.
+A split whose files are missing is left out (``splits=`` / ``--splits`` requires
+them), and one whose every example is skipped is not written; both are reported
+(``datasets/_real.py``, ``datasets/README.md``).
 """
 
 from __future__ import annotations
@@ -45,21 +48,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from datasets._common import (
-    PosedBody,
-    Sized,
-    Skip,
-    check_iuv_body,
-    count_iuv,
-    crop_around,
-    fit_weak_perspective,
-    iuv_directory,
-    joints_box,
-    model_file,
-    read_body_file,
-    read_image,
-    read_iuv,
-)
+from datasets._common import (PosedBody, Skip, crop_around, fit_weak_perspective, joints_box, read_body_file,
+                              read_image, read_iuv, schema_record, some)
+from datasets._real import Example, RealBuilder, Skipped, SplitFiles
 from dct_jax.data import schema
 
 HOMEPAGE = "https://virtualhumans.mpi-inf.mpg.de/3DPW/"
@@ -88,7 +79,6 @@ PIXEL_OFFSET = 0.5
 ROTATION_TOLERANCE = 1e-3
 GENDERS = {"m": "male", "f": "female", "male": "male", "female": "female"}
 INVALID_REASONS = ("campose_invalid", "no_2d_pose", "few_keypoints")
-_MAX_NAMED_MISSING = 10
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
 3DPW must be downloaded by hand (non-commercial research licence, no redistribution):
@@ -110,54 +100,68 @@ MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
 # ----------------------------------------------------------------------------- finding the files
 
 
-def locate(manual_dir: str | os.PathLike | None, splits: Sequence[str] = SPLITS) -> dict[str, list[str]]:
-    """The sequence pickles of each split, sorted; checks the folders are there.
-
-    Raises:
-      FileNotFoundError: no ``manual_dir``, no ``sequenceFiles/<split>/`` with a
-        ``.pkl`` for a requested split, no ``imageFiles/`` or no
-        ``imageFiles/<sequence>/`` for a sequence; the message lists every
-        missing folder and says what to download, from where, and where it goes.
-    """
-    if manual_dir is None or not os.path.isdir(manual_dir):
-        where = "no --manual_dir was given" if manual_dir is None else f"there is no folder {manual_dir}"
-        raise FileNotFoundError(missing_message(manual_dir, [where]))
+def sequence_folders(manual_dir: str | os.PathLike, split: str) -> tuple[list[str], list[str]]:
+    """The sequence pickles of ``split``, sorted, and what is missing: no ``sequenceFiles/<split>/``
+    with a ``.pkl``, no ``imageFiles/``, or no ``imageFiles/<sequence>/`` of a sequence."""
     manual_dir = os.fspath(manual_dir)
-    problems, pickles = [], {}
-    for split in splits:
-        folder = os.path.join(manual_dir, SEQUENCE_FOLDER, split)
-        names = []
-        if os.path.isdir(folder):  # (".": macOS resource forks such as ._name.pkl)
-            names = sorted(n for n in os.listdir(folder) if n.endswith(".pkl") and not n.startswith("."))
-        if not names:
-            problems.append(f"no sequence pickles in {folder}" if os.path.isdir(folder) else f"no folder {folder}")
-        pickles[split] = [os.path.join(folder, n) for n in names]
-    images = os.path.join(manual_dir, IMAGE_FOLDER)
+    folder, images = os.path.join(manual_dir, SEQUENCE_FOLDER, split), os.path.join(manual_dir, IMAGE_FOLDER)
+    names = []
+    if os.path.isdir(folder):  # (".": macOS resource forks such as ._name.pkl)
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".pkl") and not n.startswith("."))
+    problems = [] if names else [f"no sequence pickles in {folder}" if os.path.isdir(folder) else f"no folder {folder}"]
     if not os.path.isdir(images):
         problems.append(f"no folder {images}")
     else:
-        missing = [sequence_name(p) for paths in pickles.values() for p in paths
-                   if not os.path.isdir(os.path.join(images, sequence_name(p)))]
-        if missing:
-            problems.append(f"no image folder in {images} for {len(missing)} sequence(s): {_some(missing)}")
-    if problems:
-        raise FileNotFoundError(missing_message(manual_dir, problems))
-    return pickles
+        without = [sequence_name(n) for n in names if not os.path.isdir(os.path.join(images, sequence_name(n)))]
+        if without:
+            problems.append(f"no image folder in {images} for {len(without)} sequence(s): {some(without)}")
+    return [os.path.join(folder, n) for n in names], problems
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSequences:
+    """A split's readable sequences and its unreadable pickles (skipped, each one entry)."""
+
+    sequences: tuple[SequenceData, ...]
+    unreadable: tuple[Skipped, ...]
+
+    def __len__(self) -> int:
+        """Actor-frames listed (of the readable sequences)."""
+        return sum(s.num_actors * s.num_frames for s in self.sequences)
+
+
+def find_splits(manual_dir: str | os.PathLike, splits: Sequence[str] | None = None) -> dict[str, SplitFiles]:
+    """Each split's sequences (:class:`SplitSequences`, the pickles read), or what it lacks.
+
+    A split lacks its ``sequenceFiles/<split>/`` pickles, ``imageFiles/``, a sequence's image
+    folder, or an image of a sequence's frames.
+    """
+    found = {}
+    for split in splits or SPLITS:
+        paths, problems = sequence_folders(manual_dir, split)
+        if problems:
+            found[split] = SplitFiles(missing=tuple(problems))
+            continue
+        sequences, unreadable, missing = [], [], []
+        for path in paths:
+            try:
+                sequence = read_sequence(path)
+            except Skip as err:
+                unreadable.append(Skipped(os.path.basename(path), str(err), {
+                    "record": f"{sequence_name(path)}/*", "file": os.path.join(SEQUENCE_FOLDER, split,
+                                                                                 os.path.basename(path))}))
+                continue
+            missing += missing_images(os.path.join(manual_dir, IMAGE_FOLDER), sequence)
+            sequences.append(sequence)
+        found[split] = SplitFiles(source=SplitSequences(tuple(sequences), tuple(unreadable)), missing=(
+            f"{len(missing)} image(s) of the sequences' frames are not in {os.path.join(manual_dir, IMAGE_FOLDER)}: "
+            f"{some(missing)} (an incomplete extraction of imageFiles.zip?)",) if missing else ())
+    return found
 
 
 def sequence_name(pickle_path: str) -> str:
     """``.../courtyard_arguing_00.pkl`` -> ``courtyard_arguing_00`` (the image folder's name)."""
     return os.path.splitext(os.path.basename(pickle_path))[0]
-
-
-def missing_message(manual_dir: Any, problems: list[str]) -> str:
-    where = "(not given)" if manual_dir is None else os.fspath(manual_dir)
-    return (f"3DPW is not complete in --manual_dir {where}: " + "; ".join(problems) + ".\n"
-            + MANUAL_DOWNLOAD_INSTRUCTIONS)
-
-
-def _some(items: Sequence[str]) -> str:
-    return ", ".join(items[:_MAX_NAMED_MISSING]) + (", ..." if len(items) > _MAX_NAMED_MISSING else "")
 
 
 # ----------------------------------------------------------------------------- reading one sequence
@@ -424,23 +428,28 @@ def convert_record(sequence: SequenceData, frame: int, actor: int, image: bytes,
             error = np.linalg.norm(world - sequence.joint_positions[actor, frame], axis=1)
             notes.joint_position_error_mm = float(1000.0 * np.mean(error))
     image_id = f"{sequence.name}/{os.path.splitext(IMAGE_NAME.format(frame))[0]}"
-    try:
-        record = schema.make_record(
-            record_id=f"{image_id}/actor{actor}", image_id=image_id, body_model=body_model,
-            image=image, image_shape=(height, width), bbox=bbox, crop_box=crop_box,
-            keypoints=keypoints, keypoints_visibility=visibility,
-            smpl_pose=pose_camera, smpl_betas=betas, gender=sequence.genders[actor],
-            iuv=iuv, has_iuv=iuv is not None, **mesh)
-    except ValueError as err:
-        raise Skip(f"inconsistent record: {err}") from None
+    record = schema_record(
+        record_id=f"{image_id}/actor{actor}", image_id=image_id, body_model=body_model,
+        image=image, image_shape=(height, width), bbox=bbox, crop_box=crop_box,
+        keypoints=keypoints, keypoints_visibility=visibility,
+        smpl_pose=pose_camera, smpl_betas=betas, gender=sequence.genders[actor],
+        iuv=iuv, has_iuv=iuv is not None, **mesh)
     return record, notes
 
 
 # ----------------------------------------------------------------------------- builder
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
-    """3DPW: in-the-wild video frames with IMU-based SMPL ground truth (gendered) and OpenPose 2D poses."""
+class Builder(RealBuilder):
+    """3DPW: in-the-wild video frames with IMU-based SMPL ground truth (gendered) and OpenPose 2D poses.
+
+    Body models: ``smpl_male_path`` (3DPW's ground truth for ``'m'`` actors,
+    ``basicmodel_m_lbs_10_207_0_v1.0.0.pkl``), ``smpl_female_path``
+    (``basicModel_f_lbs_10_207_0_v1.0.0.pkl``), and a neutral ``smpl_path`` for a gender without
+    its own; records of the actors a model covers also hold ``vertices``, ``joints`` and a fitted
+    ``camera``. ``iuv_dir``: maps ``image_NNNNN_IUV.png`` in ``imageFiles/<sequence>/`` or
+    ``<sequence>/`` (never a flat folder: frame names repeat across sequences).
+    """
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
@@ -449,125 +458,35 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                  "meshes and a fitted crop camera when SMPL models are given.",
     }
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-
-    def __init__(self, *, smpl_path: str | os.PathLike | None = None,
-                 smpl_male_path: str | os.PathLike | None = None,
-                 smpl_female_path: str | os.PathLike | None = None,
-                 iuv_dir: str | os.PathLike | None = None,
-                 splits: Sequence[str] = SPLITS, manual_dir: str | os.PathLike | None = None,
-                 file_format: str | None = None, **kwargs: Any):
-        """Args as ``tfds.core.GeneratorBasedBuilder``, plus:
-
-        Args:
-          smpl_path: a neutral SMPL model file; poses the meshes of the actors
-            whose gender has no model of its own below.
-          smpl_male_path: the male SMPL model (3DPW's ground truth for ``'m'``
-            actors, ``basicmodel_m_lbs_10_207_0_v1.0.0.pkl``).
-          smpl_female_path: the female SMPL model (``basicModel_f_lbs_10_207_0_v1.0.0.pkl``).
-            With any model, records of the actors it covers also hold
-            ``vertices``, ``joints`` and a fitted ``camera``; without one
-            they keep the parameters only.
-          iuv_dir: a folder of DensePose IUV maps, ``image_NNNNN_IUV.png``
-            (Detectron's naming) in ``imageFiles/<sequence>/`` or
-            ``<sequence>/``; records of frames with a map hold it
-            (``has_iuv``), the others are counted in ``metadata["no_iuv"]``.
-          splits: some of :data:`SPLITS`; only their folders are needed.
-          manual_dir: the folder holding ``sequenceFiles/`` and ``imageFiles/``;
-            overrides the download config's ``manual_dir``.
-          file_format: default ``"array_record"`` (tfrecord needs TensorFlow).
-          **kwargs: e.g. ``data_dir``.
-
-        Raises:
-          FileNotFoundError: a model path that is not a file.
-          NotADirectoryError: ``iuv_dir`` is not a directory.
-          ValueError: ``splits`` not distinct names of :data:`SPLITS`.
-        """
-        self._model_paths = {name: model_file(path, name) for name, path in (
-            ("smpl_path", smpl_path), ("smpl_male_path", smpl_male_path), ("smpl_female_path", smpl_female_path))}
-        self._iuv_dir = iuv_directory(iuv_dir)
-        splits = tuple(splits)
-        if not splits or set(splits) - set(SPLITS) or len(set(splits)) != len(splits):
-            raise ValueError(f"splits must be distinct names among {SPLITS}, got {splits}")
-        self._splits = splits
-        self._manual_dir_arg = None if manual_dir is None else os.fspath(manual_dir)
-        super().__init__(file_format=file_format or "array_record", **kwargs)
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=schema.features(),
-            supervised_keys=None,
-            homepage=HOMEPAGE,
-            metadata=tfds.core.MetadataDict(),
-        )
+    DATASET, HOMEPAGE, SPLITS = "3DPW", HOMEPAGE, SPLITS
+    BODY_MODELS = ("smpl_path", "smpl_male_path", "smpl_female_path")
+    MEASURES = ("keypoint_error_px", "joint_position_error_mm")
 
     def mesh_models(self) -> dict[str, str | None]:
         """Which model file poses each gender's meshes (None: no meshes for that gender)."""
-        paths = self._model_paths
+        paths = self.model_paths
         return {"male": paths["smpl_male_path"] or paths["smpl_path"],
                 "female": paths["smpl_female_path"] or paths["smpl_path"]}
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        manual_dir = self._manual_dir_arg or getattr(dl_manager, "_manual_dir", None)
-        pickles = locate(manual_dir, self._splits)
-        image_root = os.path.join(os.fspath(manual_dir), IMAGE_FOLDER)
-        sequences: dict[str, list[SequenceData]] = {}
-        unreadable: dict[str, list[dict[str, str]]] = {}
-        missing: list[str] = []
-        for split in self._splits:
-            sequences[split], unreadable[split] = [], []
-            for path in pickles[split]:
-                try:
-                    sequence = read_sequence(path)
-                except Skip as err:
-                    logging.warning("pw3d %s: skipped %s: %s", split, os.path.basename(path), err)
-                    unreadable[split].append({"record": f"{sequence_name(path)}/*",
-                                              "file": os.path.join(SEQUENCE_FOLDER, split, os.path.basename(path)),
-                                              "reason": str(err)})
-                    continue
-                missing += missing_images(image_root, sequence)
-                sequences[split].append(sequence)
-        if missing:
-            problem = (f"{len(missing)} image(s) of the sequences' frames are not in {image_root}: "
-                       f"{_some(missing)} (an incomplete extraction of imageFiles.zip?)")
-            raise FileNotFoundError(missing_message(manual_dir, [problem]))
+    def _find_splits(self, manual_dir: str, splits: tuple[str, ...] | None) -> dict[str, SplitFiles]:
+        return find_splits(manual_dir, splits)
 
-        loaded: dict[str, PosedBody] = {}
-        bodies = {}
-        for gender, path in self.mesh_models().items():
-            if path is not None and path not in loaded:
-                loaded[path] = PosedBody(path)
-                check_iuv_body(self._iuv_dir, loaded[path].body_model, f"the {gender} model {path}")
-            bodies[gender] = loaded.get(path) if path else None
-        listed = {split: sum(s.num_actors * s.num_frames for s in seqs) for split, seqs in sequences.items()}
-        metadata = self.info.metadata
-        metadata.clear()
-        metadata.update({
-            "source": HOMEPAGE,
-            **self._model_paths,
-            "iuv_dir": self._iuv_dir,
-            "mesh_model": self.mesh_models(),
-            "camera": ("least squares on the perspective projection of the mesh (cam_intrinsics, cam_poses, trans) "
-                       "where a model poses the actor; none (has_camera False) elsewhere"),
-            "crop_scale": CROP_SCALE, "confidence_threshold": CONFIDENCE_THRESHOLD, "min_keypoints": MIN_KEYPOINTS,
-            "sequences": {split: [s.name for s in seqs] for split, seqs in sequences.items()},
-            "listed": listed,
-            "invalid_frames": {}, "invalid_frames_by_reason": {}, "num_skipped": {}, "skipped": {},
-            "meshes": {}, "keypoint_error_px": {}, "joint_position_error_mm": {}, "with_iuv": {}, "no_iuv": {},
-        })
-        logging.info("pw3d: reading %s (%s records listed)", manual_dir,
-                     ", ".join(f"{split} {n}" for split, n in listed.items()))
-        return {split: Sized(self._generate_examples(split, sequences[split], unreadable[split], image_root, bodies),
-                             listed[split])
-                for split in self._splits}
+    def _metadata(self, splits: Mapping[str, SplitFiles]) -> dict[str, Any]:
+        logging.info("pw3d: reading %s (%s records listed)", self.manual_dir,
+                     ", ".join(f"{split} {len(files.source)}" for split, files in splits.items()))
+        return {"mesh_model": self.mesh_models(),
+                "camera": ("least squares on the perspective projection of the mesh (cam_intrinsics, cam_poses, "
+                           "trans) where a model poses the actor; none (has_camera False) elsewhere"),
+                "crop_scale": CROP_SCALE, "confidence_threshold": CONFIDENCE_THRESHOLD, "min_keypoints": MIN_KEYPOINTS,
+                "sequences": {split: [s.name for s in files.source.sequences] for split, files in splits.items()},
+                "invalid_frames": {}, "invalid_frames_by_reason": {}, "meshes": {}}
 
-    def _generate_examples(self, split: str, sequences: list[SequenceData], skipped: list[dict[str, str]],
-                           image_root: str, bodies: Mapping[str, PosedBody | None]) -> Iterator[tuple[str, dict]]:
-        skipped = list(skipped)
+    def _examples(self, split: str, source: SplitSequences) -> Iterator[Example | Skipped]:
+        yield from source.unreadable
+        bodies = {gender: self.posed_body(path) for gender, path in self.mesh_models().items()}
         invalid: collections.Counter[str] = collections.Counter({reason: 0 for reason in INVALID_REASONS})
         meshes: collections.Counter[str] = collections.Counter()
-        iuv_counts = {"with_iuv": 0, "no_iuv": 0}
-        errors: dict[str, list[float]] = {"keypoint_error_px": [], "joint_position_error_mm": []}
-        for sequence in sequences:
+        for sequence in source.sequences:
             for frame in range(sequence.num_frames):
                 image_file = os.path.join(IMAGE_FOLDER, sequence.name, IMAGE_NAME.format(frame))
                 image: tuple[bytes, tuple[int, int], bytes | None] | Skip | None = None
@@ -578,41 +497,21 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                         continue
                     record_id = f"{sequence.name}/{os.path.splitext(IMAGE_NAME.format(frame))[0]}/actor{actor}"
                     if image is None:
-                        image = _read_frame(os.path.join(image_root, sequence.name, IMAGE_NAME.format(frame)),
-                                            self._iuv_dir, image_file)
+                        image = _read_frame(os.path.join(self.manual_dir, image_file), self.iuv_dir, image_file)
                     body = bodies.get(sequence.genders[actor])
                     try:
                         if isinstance(image, Skip):
                             raise image
                         record, notes = convert_record(sequence, frame, actor, image[0], image[1], body, image[2])
                     except Skip as err:
-                        logging.warning("pw3d %s: skipped %s: %s", split, record_id, err)
-                        skipped.append({"record": record_id, "file": image_file, "reason": str(err)})
+                        yield Skipped(record_id, str(err), {"record": record_id, "file": image_file})
                         continue
                     meshes[sequence.genders[actor] if body is not None else "none"] += 1
-                    for key, values in errors.items():
-                        if getattr(notes, key) is not None:
-                            values.append(getattr(notes, key))
-                    count_iuv(iuv_counts, record)
-                    yield record_id, record
-        metadata = self.info.metadata
-        metadata["invalid_frames"][split] = sum(invalid.values())
-        metadata["invalid_frames_by_reason"][split] = dict(invalid)
-        metadata["num_skipped"][split] = len(skipped)
-        metadata["skipped"][split] = skipped
-        metadata["meshes"][split] = {key: meshes[key] for key in ("male", "female", "none")}
-        metadata["with_iuv"][split], metadata["no_iuv"][split] = iuv_counts["with_iuv"], iuv_counts["no_iuv"]
-        for key, values in errors.items():
-            if values:
-                metadata[key][split] = {"median": float(np.median(values)), "max": float(np.max(values))}
+                    yield Example(record_id, record, notes)
+        self.record_split(split, invalid_frames=sum(invalid.values()), invalid_frames_by_reason=dict(invalid),
+                          meshes={key: meshes[key] for key in ("male", "female", "none")})
         logging.info("pw3d %s: %d actor-frames not valid in 3DPW (%s)", split, sum(invalid.values()),
                      ", ".join(f"{k} {v}" for k, v in invalid.items()))
-        if skipped:
-            logging.warning("pw3d %s: skipped %d: %s", split, len(skipped),
-                            "; ".join(f"{s['record']} ({s['reason']})" for s in skipped))
-        if self._iuv_dir:
-            logging.info("pw3d %s: %d record(s) with an IUV map from %s, %d without", split,
-                         iuv_counts["with_iuv"], self._iuv_dir, iuv_counts["no_iuv"])
 
 
 def _read_frame(path: str, iuv_dir: str | None,
@@ -621,7 +520,7 @@ def _read_frame(path: str, iuv_dir: str | None,
     ``iuv_dir``, never flat), or the :class:`Skip` saying why it failed (shared by a frame's actors)."""
     try:
         image, shape = read_image(path)
-        return image, shape, read_iuv(iuv_dir, relative_path, shape, flat=False) if iuv_dir else None
+        return image, shape, read_iuv(iuv_dir, relative_path, shape, flat=False)
     except Skip as err:
         return err
     except OSError as err:

@@ -48,7 +48,8 @@ class GeneratedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """Args as ``tfds.core.GeneratorBasedBuilder``, plus what to generate.
 
         Args:
-          split_sizes: ``{split: number of examples}``; default
+          split_sizes: ``{split: number of examples}``, each at least 1 (TFDS
+            cannot write an empty split: leave a split out instead); default
             :data:`DEFAULT_SPLIT_SIZES`.
           image_size: crop side in pixels.
           seed: dataset seed (example ``i`` of a split is a function of
@@ -58,11 +59,15 @@ class GeneratedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
           file_format: default ``"array_record"`` (TFDS's default, tfrecord,
             needs TensorFlow to write).
           **kwargs: e.g. ``data_dir``.
+
+        Raises:
+          ValueError: no split, a count below 1, or ``image_size`` below 16.
         """
         sizes = dict(self.DEFAULT_SPLIT_SIZES if split_sizes is None else split_sizes)
-        bad = {k: v for k, v in sizes.items() if not (isinstance(v, int) and v >= 0)}
+        bad = {k: v for k, v in sizes.items() if not (isinstance(v, int) and v >= 1)}
         if not sizes or bad:
-            raise ValueError(f"split_sizes must map split names to counts >= 0, got {sizes}")
+            raise ValueError(f"split_sizes must map split names to counts >= 1, got {sizes} (TFDS cannot write "
+                             "an empty split: leave the split out)")
         if image_size < 16:
             raise ValueError(f"image_size must be at least 16, got {image_size}")
         self._split_sizes, self._image_size, self._seed = sizes, int(image_size), int(seed)

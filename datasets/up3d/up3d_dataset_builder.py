@@ -27,6 +27,9 @@ camera. README.md documents the conventions and their sources.
 An example whose image does not decode or whose annotation is inconsistent is
 skipped; each one is logged and listed, with the reason, in the dataset's
 metadata (``builder.info.metadata["skipped"][split]``).
+A split whose files are missing is left out (``splits=`` / ``--splits`` requires
+them), and one whose every example is skipped is not written; both are reported
+(``datasets/_real.py``, ``datasets/README.md``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import cv2
@@ -41,22 +45,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from datasets._common import (  # noqa: F401  (shared with the other builders; tests use them from here)
-    CROP_SCALE,
-    PosedBody,
-    Sized,
-    Skip,
-    check_iuv_body,
-    count_iuv,
-    crop_around,
-    fit_weak_perspective,
-    iuv_directory,
-    joints_box,
-    model_file,
-    read_body_file,
-    read_image,
-    read_iuv,
-)
+from datasets._common import (CROP_SCALE, PosedBody, Skip, crop_around, fit_weak_perspective, joints_box,
+                              read_body_file, read_image, read_iuv, reprojection_error_px, schema_record, some)
+from datasets._real import Example, RealBuilder, Skipped, SplitFiles
 from dct_jax.data import schema
 
 HOMEPAGE = "http://files.is.tuebingen.mpg.de/classner/up/"
@@ -67,7 +58,6 @@ REQUIRED_SUFFIXES = ("_image.png", "_body.pkl", "_joints.npy", "_fit_crop_info.t
 RENDER_SUFFIX = "_render_light.png"
 NUM_LSP = 14  # LSP's joints = the first 14 cocoplus19 keypoints, same order
 RT_TOLERANCE = 1e-6  # UP-3D's camera rotation rt is zero; anything else is not supported
-_MAX_NAMED_MISSING = 10
 _LIST_LINE = re.compile(r"/?(\d+)_image\.png")
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
@@ -122,39 +112,31 @@ def read_split_list(path: str) -> list[str]:
     return ids
 
 
-def locate(manual_dir: str | os.PathLike | None) -> tuple[str, dict[str, list[str]]]:
-    """The UP-3D folder and the image numbers of each split; checks every file is there.
+def find_splits(manual_dir: str | os.PathLike, splits: tuple[str, ...] | None = None) -> dict[str, SplitFiles]:
+    """Each split's image numbers (``"00001"``, in list order), or what it lacks.
+
+    A split lacks its list ``M/up-3d/<split>.txt`` or a file of a listed image.
 
     Raises:
-      FileNotFoundError: the folder, a split list or a required file of a
-        listed image is missing; the message lists what is missing and what
-        to download, from where, and where it goes.
       ValueError: a split list line that names no image.
     """
     root = find_root(manual_dir)
-    if manual_dir is None or not os.path.isdir(root):
-        where = "no --manual_dir was given" if manual_dir is None else f"there is no folder {root}"
-        raise FileNotFoundError(_missing_message(manual_dir, [where]))
-    missing_lists = [os.path.join(root, f"{s}.txt") for s in SPLITS
-                     if not os.path.isfile(os.path.join(root, f"{s}.txt"))]
-    if missing_lists:
-        raise FileNotFoundError(_missing_message(manual_dir, [f"no split list {p}" for p in missing_lists]))
-    ids = {split: read_split_list(os.path.join(root, f"{split}.txt")) for split in SPLITS}
+    if not os.path.isdir(root):
+        return {split: SplitFiles(missing=(f"there is no folder {root}",)) for split in splits or SPLITS}
     present = set(os.listdir(root))
-    missing = [f"{image_id}{suffix}" for image_id in sorted(set().union(*ids.values()))
-               for suffix in REQUIRED_SUFFIXES if f"{image_id}{suffix}" not in present]
-    if missing:
-        named = ", ".join(missing[:_MAX_NAMED_MISSING]) + (", ..." if len(missing) > _MAX_NAMED_MISSING else "")
-        raise FileNotFoundError(_missing_message(
-            manual_dir, [(f"{len(missing)} file(s) of the listed images are not in {root}: {named} "
-                          "(an incomplete extraction?)")]))
-    return root, ids
-
-
-def _missing_message(manual_dir: Any, problems: list[str]) -> str:
-    where = "(not given)" if manual_dir is None else os.fspath(manual_dir)
-    return (f"UP-3D is not complete in --manual_dir {where}: " + "; ".join(problems) + ".\n"
-            + MANUAL_DOWNLOAD_INSTRUCTIONS)
+    found = {}
+    for split in splits or SPLITS:
+        path = os.path.join(root, f"{split}.txt")
+        if not os.path.isfile(path):
+            found[split] = SplitFiles(missing=(f"no split list {path}",))
+            continue
+        ids = read_split_list(path)
+        missing = [f"{image_id}{suffix}" for image_id in ids for suffix in REQUIRED_SUFFIXES
+                   if f"{image_id}{suffix}" not in present]
+        found[split] = SplitFiles(source=ids, missing=(
+            f"{len(missing)} file(s) of the images {split}.txt lists are not in {root}: {some(missing)} "
+            "(an incomplete extraction?)",) if missing else ())
+    return found
 
 
 # ----------------------------------------------------------------------------- reading one example
@@ -363,9 +345,6 @@ class FitCamera:
                          self.translation[1] + offset[1] / scale], np.float64)
 
 
-# ----------------------------------------------------------------------------- body model
-
-
 # ----------------------------------------------------------------------------- one record
 
 
@@ -393,7 +372,7 @@ def convert_example(root: str, image_id: str, body: PosedBody | None = None,
     notes = Notes()
     image, (height, width) = read_image(prefix + "_image.png")
     # <iuv_dir>/up-3d/NNNNN_image_IUV.png (mirroring the manual directory) or <iuv_dir>/NNNNN_image_IUV.png
-    iuv = read_iuv(iuv_dir, f"{FOLDER}/{image_id}_image.png", (height, width)) if iuv_dir else None
+    iuv = read_iuv(iuv_dir, f"{FOLDER}/{image_id}_image.png", (height, width))
     fit = parse_fit(read_body_file(prefix + "_body.pkl"), f"{image_id}_body.pkl")
     xy, visibility = read_joints(prefix + "_joints.npy")
     camera = FitCamera(focal=fit.focal, translation=fit.translation, crop=read_crop_info(prefix + "_fit_crop_info.txt"))
@@ -425,26 +404,27 @@ def convert_example(root: str, image_id: str, body: PosedBody | None = None,
         if fit.j2d is not None:
             notes.j2d_error_px = float(np.median(np.linalg.norm(camera.project_fit(joints) - fit.j2d, axis=1)))
         if labelled.any():
-            points = body.keypoints(vertices, joints)[:NUM_LSP]
-            projected = (points[:, :2] + weak[1:]) * weak[0]
-            image_xy = (projected + 1.0) * (0.5 * crop_box[2]) + crop_box[:2]
-            notes.keypoint_error_px = float(np.median(np.linalg.norm(image_xy - xy, axis=1)[labelled]))
-    try:
-        record = schema.make_record(
-            record_id=f"up3d/{image_id}", image_id=f"{image_id}_image.png", body_model=body_model,
-            image=image, image_shape=(height, width), bbox=bbox, crop_box=crop_box,
-            keypoints=keypoints, keypoints_visibility=keypoint_visibility,
-            smpl_pose=fit.pose, smpl_betas=fit.betas, camera=weak, iuv=iuv, has_iuv=iuv is not None, **mesh)
-    except ValueError as err:
-        raise Skip(f"inconsistent record: {err}") from None
+            errors = reprojection_error_px(body.keypoints(vertices, joints)[:NUM_LSP], weak, crop_box, xy)
+            notes.keypoint_error_px = float(np.median(errors[labelled]))
+    record = schema_record(
+        record_id=f"up3d/{image_id}", image_id=f"{image_id}_image.png", body_model=body_model,
+        image=image, image_shape=(height, width), bbox=bbox, crop_box=crop_box,
+        keypoints=keypoints, keypoints_visibility=keypoint_visibility,
+        smpl_pose=fit.pose, smpl_betas=fit.betas, camera=weak, iuv=iuv, has_iuv=iuv is not None, **mesh)
     return record, notes
 
 
 # ----------------------------------------------------------------------------- builder
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
-    """UP-3D: LSP/MPII images with SMPL fits, 14 LSP joints and a weak-perspective crop camera."""
+class Builder(RealBuilder):
+    """UP-3D: LSP/MPII images with SMPL fits, 14 LSP joints and a weak-perspective crop camera.
+
+    ``smpl_path``: the SMPL model UP-3D was fitted with (the neutral
+    ``basicModel_neutral_lbs_10_207_0_v1.0.0.pkl``); records then also hold ``vertices`` and
+    ``joints`` and the camera is fitted to the projected mesh. ``iuv_dir``: maps
+    ``NNNNN_image_IUV.png`` in ``up-3d/`` or the folder itself.
+    """
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
@@ -452,98 +432,36 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                  "LSP joints as cocoplus19 keypoints; silhouette-box crop; weak-perspective camera.",
     }
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+    DATASET, HOMEPAGE, SOURCE, SPLITS = "UP-3D", HOMEPAGE, ARCHIVE_URL, SPLITS
+    MEASURES = ("j2d_error_px", "keypoint_error_px")
+    UNIT = "images"
 
-    def __init__(self, *, smpl_path: str | os.PathLike | None = None, iuv_dir: str | os.PathLike | None = None,
-                 manual_dir: str | os.PathLike | None = None, file_format: str | None = None, **kwargs: Any):
-        """Args as ``tfds.core.GeneratorBasedBuilder``, plus:
+    def _find_splits(self, manual_dir: str, splits: tuple[str, ...] | None) -> dict[str, SplitFiles]:
+        return find_splits(manual_dir, splits)
 
-        Args:
-          smpl_path: SMPL model file (the neutral model UP-3D was fitted
-            with, ``basicModel_neutral_lbs_10_207_0_v1.0.0.pkl``); when given,
-            records also hold ``vertices`` and ``joints`` and the camera is
-            fitted to the projected mesh. Without it records keep the
-            parameters only.
-          iuv_dir: a folder of DensePose IUV maps, ``NNNNN_image_IUV.png``
-            (Detectron's naming), in ``up-3d/`` or the folder itself; records of images with a map hold it
-            (``has_iuv``), the others are counted in ``metadata["no_iuv"]``.
-          manual_dir: the folder holding ``up-3d/``; overrides the download
-            config's ``manual_dir`` (``python -m datasets ... --manual_dir``).
-          file_format: default ``"array_record"`` (tfrecord needs TensorFlow).
-          **kwargs: e.g. ``data_dir``.
+    def _metadata(self, splits: Mapping[str, SplitFiles]) -> dict[str, Any]:
+        body = self.posed_body(self.model_paths["smpl_path"])
+        logging.info("up3d: reading %s (%s)", find_root(self.manual_dir),
+                     ", ".join(f"{split} {len(files.source)}" for split, files in splits.items()))
+        return {"body_model": body.body_model if body else "smpl",
+                "camera": ("least squares on the perspective projection of the mesh" if body else
+                           "the perspective camera at the body origin's depth"),
+                "crop_scale": CROP_SCALE, "box_from_joints": {}}
 
-        Raises:
-          FileNotFoundError: ``smpl_path`` is not a file.
-          NotADirectoryError: ``iuv_dir`` is not a directory.
-        """
-        self._smpl_path = model_file(smpl_path)
-        self._iuv_dir = iuv_directory(iuv_dir)
-        self._manual_dir_arg = None if manual_dir is None else os.fspath(manual_dir)
-        super().__init__(file_format=file_format or "array_record", **kwargs)
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=schema.features(),
-            supervised_keys=None,
-            homepage=HOMEPAGE,
-            metadata=tfds.core.MetadataDict(),
-        )
-
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        manual_dir = self._manual_dir_arg or getattr(dl_manager, "_manual_dir", None)
-        root, ids = locate(manual_dir)
-        body = PosedBody(self._smpl_path) if self._smpl_path else None
-        check_iuv_body(self._iuv_dir, body.body_model if body else "smpl")
-        metadata = self.info.metadata
-        metadata.clear()
-        metadata.update({
-            "source": ARCHIVE_URL,
-            "body_model": body.body_model if body else "smpl",
-            "smpl_path": self._smpl_path,
-            "iuv_dir": self._iuv_dir,
-            "camera": ("least squares on the perspective projection of the mesh" if body else
-                       "the perspective camera at the body origin's depth"),
-            "crop_scale": CROP_SCALE,
-            "listed": {split: len(v) for split, v in ids.items()},
-            "num_skipped": {}, "skipped": {}, "box_from_joints": {}, "j2d_error_px": {}, "keypoint_error_px": {},
-            "with_iuv": {}, "no_iuv": {},
-        })
-        logging.info("up3d: reading %s (%s)", root,
-                     ", ".join(f"{split} {len(v)}" for split, v in ids.items()))
-        return {split: Sized(self._generate_examples(split, ids[split], root, body), len(ids[split]))
-                for split in SPLITS}
-
-    def _generate_examples(self, split: str, ids: list[str], root: str, body: PosedBody | None):
-        skipped, from_joints = [], []
-        iuv_counts = {"with_iuv": 0, "no_iuv": 0}
-        errors: dict[str, list[float]] = {"j2d_error_px": [], "keypoint_error_px": []}
-        for image_id in ids:
+    def _examples(self, split: str, source: list[str]) -> Iterator[Example | Skipped]:
+        root, body = find_root(self.manual_dir), self.posed_body(self.model_paths["smpl_path"])
+        from_joints = []
+        for image_id in source:
+            name = f"{image_id}_image.png"
             try:
-                record, notes = convert_example(root, image_id, body, self._iuv_dir)
+                record, notes = convert_example(root, image_id, body, self.iuv_dir)
             except Skip as err:
-                logging.warning("up3d %s: skipped %s_image.png: %s", split, image_id, err)
-                skipped.append({"image": f"{image_id}_image.png", "reason": str(err)})
+                yield Skipped(name, str(err), {"image": name})
                 continue
             if notes.box_from_joints:
-                from_joints.append({"image": f"{image_id}_image.png", "reason": notes.box_from_joints})
-            for key, values in errors.items():
-                if getattr(notes, key) is not None:
-                    values.append(getattr(notes, key))
-            count_iuv(iuv_counts, record)
-            yield image_id, record
-        metadata = self.info.metadata
-        metadata["with_iuv"][split], metadata["no_iuv"][split] = iuv_counts["with_iuv"], iuv_counts["no_iuv"]
-        metadata["num_skipped"][split] = len(skipped)
-        metadata["skipped"][split] = skipped
-        metadata["box_from_joints"][split] = from_joints
-        for key, values in errors.items():
-            if values:
-                metadata[key][split] = {"median": float(np.median(values)), "max": float(np.max(values))}
-        if skipped:
-            logging.warning("up3d %s: skipped %d of %d images: %s", split, len(skipped), len(ids),
-                            "; ".join(f"{s['image']} ({s['reason']})" for s in skipped))
+                from_joints.append({"image": name, "reason": notes.box_from_joints})
+            yield Example(image_id, record, notes)
+        self.record_split(split, box_from_joints=from_joints)
         if from_joints:
             logging.warning("up3d %s: %d person box(es) from the labelled joints instead of the rendered fit",
                             split, len(from_joints))
-        if self._iuv_dir:
-            logging.info("up3d %s: %d record(s) with an IUV map from %s, %d without", split,
-                         iuv_counts["with_iuv"], self._iuv_dir, iuv_counts["no_iuv"])
