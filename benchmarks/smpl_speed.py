@@ -1,12 +1,17 @@
 """Bodies/s of dct_jax.smpl.forward (jitted) against smplx, in the same run.
 
-    python benchmarks/smpl_speed.py [--model=SMPL_NEUTRAL.pkl] [--batch_sizes=1,64,256]
+    python benchmarks/smpl_speed.py [--model=SMPL_NEUTRAL.pkl|default] [--batch_sizes=1,64,256] [--stages]
 
-Without --model a random SMPL-sized model (6890 vertices, 24 joints, 10 betas)
-is used: speed depends on the sizes, not on the values. Needs the dev
+Without --model a random SMPL-sized model (6890 vertices, 24 joints, 10 betas,
+207 pose blend shapes, a joint regressor with 12 vertices per joint) is used:
+speed depends on the sizes, not on the values. ``--model=default`` is
+dct_jax's free default body, which has no pose correctives (its posedirs are
+zeros: dct_jax skips them, smplx multiplies by them). Needs the dev
 requirements (torch CPU, smplx). Prints one row per (batch, pass) with the
 ratio ours / smplx; "fwd+bwd" is the gradient of a scalar of the vertices and
-joints with respect to pose and betas.
+joints with respect to pose and betas. ``--stages`` first prints where the
+time of one forward pass goes at the first batch size (jitted pieces of
+``smpl.lbs``, each timed alone, so they add up to more than the whole).
 """
 
 from __future__ import annotations
@@ -45,29 +50,81 @@ def _time(fn, *, min_seconds: float, repeats: int = 3) -> float:
     return best
 
 
+def print_stages(model, batch: int, min_seconds: float) -> None:
+    """Microseconds per call of each stage of ``smpl.lbs`` jitted alone, and of the
+    forward pass with the pose correctives and the sparse regressor taken away."""
+    from dct_jax import geometry
+
+    rng = np.random.default_rng(batch)
+    pose = jnp.asarray((rng.normal(size=(batch, 72)) * 0.5).astype(np.float32))
+    betas = jnp.asarray(rng.normal(size=(batch, 10)).astype(np.float32))
+    rotmats = geometry.rodrigues(pose.reshape(batch, 24, 3))
+    pose_feature = (rotmats[:, 1:] - jnp.eye(3)).reshape(batch, -1)
+    rest_joints = smpl._regress_joints(model, betas)
+    _, transforms = geometry.rigid_transform_chain(rotmats, rest_joints, model.parents)
+    per_joint = transforms.transpose(1, 2, 3, 0).reshape(24, 12 * batch)
+    v_posed = smpl._blend_shapes(None, betas, model.v_template, model.shapedirs, None)
+    chunk = smpl._vertex_chunk_size(model.num_vertices, batch)
+    dense = model.replace(regressor_weights=model.J_regressor, regressor_vertices=None)
+    stages = {
+        "forward": (lambda m, p, b: smpl.forward(m, p, b).vertices, (model, pose, betas)),
+        "  without pose correctives": (lambda m, p, b: smpl.forward(m, p, b).vertices,
+                                       (model.replace(posedirs=None), pose, betas)),
+        "  with the dense regressor": (lambda m, p, b: smpl.forward(m, p, b).vertices, (dense, pose, betas)),
+        "call overhead (p + 1)": (lambda m, p, b: p + 1, (model, pose, betas)),
+        "rodrigues": (lambda p: geometry.rodrigues(p.reshape(batch, 24, 3)), (pose,)),
+        "joint regression (sparse)": (smpl._regress_joints, (model, betas)),
+        "joint regression (dense)": (smpl._regress_joints, (dense, betas)),
+        "kinematic chain": (lambda r, j: geometry.rigid_transform_chain(r, j, model.parents), (rotmats, rest_joints)),
+        "shape blend shapes": (lambda m, b: smpl._blend_shapes(None, b, m.v_template, m.shapedirs, None),
+                               (model, betas)),
+        # (What a body without pose correctives skips.)
+        "pose feature x posedirs": (lambda d, f: d.reshape(-1, f.shape[-1]) @ f.T, (model.posedirs, pose_feature)),
+        "skinning": (lambda m, v, t: smpl._skin_points(v, t, m.lbs_weights, chunk), (model, v_posed, per_joint)),
+    }
+    print(f"stages at batch {batch} (us per call, each jitted alone):")
+    for name, (fn, args) in stages.items():
+        jitted = jax.jit(fn)
+        seconds = _time(lambda f=jitted, a=args: jax.block_until_ready(f(*a)), min_seconds=min_seconds / 4)
+        print(f"  {name:<30} {seconds * 1e6:9.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="SMPL .pkl/.npz (default: random SMPL-sized arrays)")
+    parser.add_argument("--model", default=None, help="SMPL .pkl/.npz, or 'default': dct_jax's free default "
+                        "body (default: random SMPL-sized arrays)")
     parser.add_argument("--batch_sizes", default="1,64,256")
     parser.add_argument("--min_seconds", type=float, default=1.0)
+    parser.add_argument("--stages", action="store_true", help="first time the stages of one forward pass")
     args = parser.parse_args()
 
     import torch
     import smplx
 
-    if args.model is None:
-        from smpl_fixtures import random_smpl_arrays
+    if args.model in (None, "default"):
+        if args.model is None:
+            from smpl_fixtures import random_smpl_arrays
 
+            arrays = random_smpl_arrays(seed=0)
+        else:  # smplx reads pickles only
+            from importlib import resources
+
+            with np.load(resources.files("dct_jax") / "assets" / smpl.DEFAULT_MODEL_FILE) as npz:
+                arrays = dict(npz)
         tmp = tempfile.mkdtemp()
         model_path = os.path.join(tmp, "SMPL_NEUTRAL.pkl")
         with open(model_path, "wb") as f:
-            pickle.dump(random_smpl_arrays(seed=0), f, protocol=2)
+            pickle.dump(arrays, f, protocol=2)
     else:
         model_path = args.model
     model = smpl.load(model_path)
     reference = smplx.SMPL(model_path=model_path, num_betas=10)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), smplx; model {model.num_vertices} vertices")
+          f"({torch.get_num_threads()} threads), smplx; model {model.num_vertices} vertices, "
+          f"{'no' if model.pose_correctives is None else 'with'} pose correctives, joint regressor over "
+          f"{model.num_vertices if model.regressor_vertices is None else len(model.regressor_vertices)} vertices")
+    if args.stages:
+        print_stages(model, int(args.batch_sizes.split(",")[0]), args.min_seconds)
 
     forward = jax.jit(lambda m, p, b: smpl.forward(m, p, b))
 

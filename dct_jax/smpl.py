@@ -15,8 +15,10 @@ public SMPL definition as implemented by smplx's ``lbs``, step by step:
 
 1. shape blend shapes: ``v_shaped = v_template + shapedirs . betas``
 2. joints regressed from the shaped template: ``J = J_regressor @ v_shaped``
-   (as ``J_regressor @ v_template + (J_regressor @ shapedirs) . betas``)
-3. pose blend shapes from ``(R[1:] - I)`` flattened joint-major
+   (as ``J_regressor @ v_template + (J_regressor @ shapedirs) . betas``),
+   reading only the vertices the regressor weighs
+3. pose blend shapes from ``(R[1:] - I)`` flattened joint-major (skipped for
+   a body without them, e.g. the free default body)
 4. the 4x4 kinematic chain over the static ``parents``
 5. linear blend skinning with ``lbs_weights``.
 
@@ -25,6 +27,7 @@ Units: metres; SMPL's frame (y up, the body faces +z).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import numbers
@@ -59,29 +62,60 @@ SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17
 class SMPLModel:
     """SMPL-format body model arrays (smplx's names and layouts).
 
-    Attributes:
+    Read as smplx's buffers:
       v_template: ``(V, 3)`` rest-pose mean-shape vertices.
       shapedirs: ``(V, 3, NB)`` shape blend shapes.
       posedirs: ``(V, 3, P)`` pose blend shapes, ``P = 9 * (J - 1)`` over the
         pose feature ``(R[1:] - I)`` flattened joint-major (the layout of SMPL's
-        files; smplx keeps the transpose ``(P, V * 3)``).
-      J_regressor: ``(J, V)`` joint regressor (dense).
+        files; smplx keeps the transpose ``(P, V * 3)``); zeros for a body
+        without pose correctives (a property: see below).
+      J_regressor: ``(J, V)`` joint regressor, dense (a property: see below).
       lbs_weights: ``(V, J)`` skinning weights.
       faces: ``(F, 3)`` int32 triangle vertex ids.
       parents: static tuple of ``J`` parent ids, ``parents[0] = -1``.
 
+    Two of smplx's buffers are stored in a form whose structure is static (a
+    jit-time fact, part of the pytree's structure), so that :func:`forward`
+    skips work that cannot change its result:
+
+      pose_correctives: ``(V, 3, P)`` pose blend shapes, or ``None``: the body
+        has none (e.g. the free default body), and the pose feature x posedirs
+        product and its gradient are skipped; the result equals computing with
+        zeros, bit for bit (:func:`build_model` drops an all-zero ``posedirs``).
+      regressor_weights: ``(J, U)`` the columns of ``J_regressor`` at
+        ``regressor_vertices``; the joints read only those vertices.
+      regressor_vertices: static sorted tuple of ``U`` vertex ids holding every
+        non-zero column of ``J_regressor``, or ``None``: all ``V`` (dense).
+
+    ``posedirs`` and ``J_regressor`` are derived from these fields, never
+    stored beside them, so nothing can go stale: whatever replaces, maps
+    (``jax.tree.map``) or differentiates the arrays, the model is what its
+    fields say (an absent ``pose_correctives`` has no leaf to change, and
+    ``regressor_vertices`` only says where ``regressor_weights`` sit).
+    ``model.replace(posedirs=..., J_regressor=...)`` takes smplx's dense
+    arrays (``posedirs=None``: no pose correctives) and derives the fields: a
+    concrete ``J_regressor`` is stored over its non-zero columns (dense when
+    those are more than half), a traced one (under jit or grad) densely.
+    ``dataclasses.replace`` and the constructor take the stored fields only.
+
     Gradients with respect to the model's arrays work too (e.g. to fit a
     template); since ``faces`` is an integer leaf, differentiate a function of
-    the whole model with ``jax.grad(..., allow_int=True)``.
+    the whole model with ``jax.grad(..., allow_int=True)``. They are
+    gradients of the stored fields: ``regressor_weights`` (the regressor's
+    support is fixed; ``replace(regressor_weights=W, regressor_vertices=None)``
+    with a dense ``(J, V)`` ``W`` fits every column) and, only if present,
+    ``pose_correctives`` (``replace(posedirs=jnp.zeros_like(model.posedirs))``
+    makes them zeros to fit).
     """
 
     v_template: jnp.ndarray
     shapedirs: jnp.ndarray
-    posedirs: jnp.ndarray
-    J_regressor: jnp.ndarray
+    pose_correctives: jnp.ndarray | None
+    regressor_weights: jnp.ndarray
     lbs_weights: jnp.ndarray
     faces: jnp.ndarray
     parents: tuple[int, ...] = struct.field(pytree_node=False)
+    regressor_vertices: tuple[int, ...] | None = struct.field(pytree_node=False, default=None)
 
     @property
     def num_vertices(self) -> int:
@@ -94,6 +128,59 @@ class SMPLModel:
     @property
     def num_betas(self) -> int:
         return self.shapedirs.shape[-1]
+
+    @property
+    def posedirs(self) -> jnp.ndarray:
+        """``(V, 3, P)`` pose blend shapes (zeros when the body has none)."""
+        if self.pose_correctives is not None:
+            return self.pose_correctives
+        return jnp.zeros((self.num_vertices, 3, 9 * (self.num_joints - 1)), self.v_template.dtype)
+
+    @property
+    def J_regressor(self) -> jnp.ndarray:  # noqa: N802 - smplx's name
+        """``(J, V)`` dense joint regressor."""
+        if self.regressor_vertices is None:
+            return self.regressor_weights
+        weights = self.regressor_weights
+        dense = jnp.zeros((weights.shape[0], self.num_vertices), weights.dtype)
+        return dense.at[:, np.asarray(self.regressor_vertices, np.int32)].set(
+            weights, indices_are_sorted=True, unique_indices=True)
+
+
+def _replace_model(self: SMPLModel, **updates: Any) -> SMPLModel:
+    """Returns a new model with fields replaced; besides the stored fields,
+    ``posedirs`` (an array or ``None``) and a dense ``J_regressor`` (see
+    :class:`SMPLModel`)."""
+    if "posedirs" in updates:
+        updates["pose_correctives"] = updates.pop("posedirs")
+    if "J_regressor" in updates:
+        weights, vertices = _sparse_regressor(updates.pop("J_regressor"))
+        updates.update(regressor_weights=weights, regressor_vertices=vertices)
+    return dataclasses.replace(self, **updates)
+
+
+# After the decorator, which sets a plain ``dataclasses.replace`` (flax's
+# state-dict restore calls it with stored field names, which pass through).
+SMPLModel.replace = _replace_model
+
+
+def _sparse_regressor(J_regressor: Any) -> tuple[jnp.ndarray, tuple[int, ...] | None]:  # noqa: N803
+    """``(J, V)`` regressor -> ``regressor_weights`` and ``regressor_vertices``:
+    its columns holding any non-zero (or NaN) entry when it is concrete and
+    they are at most half of them (gathering more costs more than reading
+    all), else the whole array (dense)."""
+    if isinstance(J_regressor, jax.core.Tracer):
+        return J_regressor, None
+    try:
+        values = np.asarray(J_regressor)
+    except Exception:  # noqa: BLE001 - e.g. arrays not addressable from this process
+        return J_regressor, None
+    if values.ndim != 2 or values.dtype == object:
+        return J_regressor, None
+    columns = np.flatnonzero(np.any(values != 0, axis=0))
+    if 2 * columns.size > values.shape[1]:
+        return jnp.asarray(J_regressor), None
+    return jnp.asarray(J_regressor)[:, columns], tuple(int(c) for c in columns)
 
 
 @struct.dataclass
@@ -127,9 +214,12 @@ def build_model(
     """Validates SMPL arrays and makes an :class:`SMPLModel`.
 
     ``posedirs`` may be ``(V, 3, P)`` (the layout of SMPL's files) or
-    ``(P, V * 3)`` (smplx's buffer); it is kept as ``(V, 3, P)``. ``source``
-    names the origin in errors. ``num_betas`` and ``dtype`` are as in
-    :func:`load` (``None``: every shape component).
+    ``(P, V * 3)`` (smplx's buffer); it is kept as ``(V, 3, P)``, or dropped
+    when it is all zeros or ``None`` (a body without pose correctives, whose
+    forward pass skips them; see :class:`SMPLModel`). ``J_regressor`` is kept
+    over its non-zero columns. ``source`` names the origin in errors.
+    ``num_betas`` and ``dtype`` are as in :func:`load` (``None``: every shape
+    component).
 
     Errors:
       ModelFileError (a ValueError) naming ``source`` and the field: an array
@@ -169,12 +259,13 @@ def build_model(
                          source, shapedirs.shape[2], num_betas)
         shapedirs = shapedirs[:, :, :num_betas]
 
-    posedirs = _as_array(posedirs, "posedirs", source)
     num_pose = 9 * (num_joints - 1)
-    if posedirs.shape == (num_pose, num_vertices * 3):
-        posedirs = posedirs.T.reshape(num_vertices, 3, num_pose)
-    _expect(posedirs.shape == (num_vertices, 3, num_pose), source, "posedirs",
-            f"({num_vertices}, 3, {num_pose}) or ({num_pose}, {num_vertices * 3})", posedirs)
+    if posedirs is not None:
+        posedirs = _as_array(posedirs, "posedirs", source)
+        if posedirs.shape == (num_pose, num_vertices * 3):
+            posedirs = posedirs.T.reshape(num_vertices, 3, num_pose)
+        _expect(posedirs.shape == (num_vertices, 3, num_pose), source, "posedirs",
+                f"({num_vertices}, 3, {num_pose}) or ({num_pose}, {num_vertices * 3})", posedirs)
 
     J_regressor = _as_array(J_regressor, "J_regressor", source)
     _expect(J_regressor.shape == (num_joints, num_vertices), source, "J_regressor",
@@ -189,18 +280,20 @@ def build_model(
     for name, array in (("v_template", v_template), ("shapedirs", shapedirs),
                         ("posedirs", posedirs), ("J_regressor", J_regressor),
                         ("weights", lbs_weights)):
-        if not np.all(np.isfinite(array)):
+        if array is not None and not np.all(np.isfinite(array)):
             raise ModelFileError(f"{source}: field {name!r} contains NaN or inf")
 
     cast = lambda a: jnp.asarray(a, dtype=dtype)  # noqa: E731
+    regressor_weights, regressor_vertices = _sparse_regressor(cast(J_regressor))
     return SMPLModel(
         v_template=cast(v_template),
         shapedirs=cast(shapedirs),
-        posedirs=cast(posedirs),
-        J_regressor=cast(J_regressor),
+        pose_correctives=cast(posedirs) if posedirs is not None and np.any(posedirs) else None,
+        regressor_weights=regressor_weights,
         lbs_weights=cast(lbs_weights),
         faces=jnp.asarray(faces, dtype=jnp.int32),
         parents=parents,
+        regressor_vertices=regressor_vertices,
     )
 
 
@@ -442,9 +535,12 @@ def lbs(model: SMPLModel, rotmats: jnp.ndarray, betas: jnp.ndarray
     num_vertices = model.num_vertices
     if n == 0:  # an empty batch (static shape): nothing to pose
         return (jnp.zeros((0, num_vertices, 3), rotmats.dtype), jnp.zeros((0, num_joints, 3), rotmats.dtype))
-    # Pose feature (R[1:] - I), flattened joint-major as SMPL's posedirs expect.
-    eye = jnp.eye(3, dtype=rotmats.dtype)
-    pose_feature = (rotmats[:, 1:] - eye).reshape(n, -1)
+    # Pose feature (R[1:] - I), flattened joint-major as SMPL's posedirs expect;
+    # None (static) without pose correctives: their product is skipped.
+    posedirs = model.pose_correctives
+    pose_feature = None
+    if posedirs is not None:
+        pose_feature = (rotmats[:, 1:] - jnp.eye(3, dtype=rotmats.dtype)).reshape(n, -1)
     rest_joints = _regress_joints(model, betas)
     # Kinematic chain: per joint a (3, 4) transform from rest to posed space,
     # laid out (J, 3 * 4 * N) so that skinning is one 2D matmul per chunk.
@@ -458,13 +554,13 @@ def lbs(model: SMPLModel, rotmats: jnp.ndarray, betas: jnp.ndarray
     # chunks, which costs more than the blend at these sizes).
     chunk = _vertex_chunk_size(num_vertices, n)
     if n <= _WHOLE_BLEND_MAX_BATCH or chunk == num_vertices:
-        v_posed = _blend_shapes(pose_feature, betas, model.v_template, model.shapedirs, model.posedirs)
+        v_posed = _blend_shapes(pose_feature, betas, model.v_template, model.shapedirs, posedirs)
         vertices = _skin_points(v_posed, per_joint, model.lbs_weights, chunk)
     else:
         # Larger batches: the blend shapes too per chunk, in cache with the skinning.
         def one_chunk(start, mask):
             return (_blend_and_skin(start, chunk, pose_feature, betas, per_joint, model.v_template,
-                                    model.shapedirs, model.posedirs, model.lbs_weights),), ()
+                                    model.shapedirs, posedirs, model.lbs_weights),), ()
 
         (vertices,), _ = _chunk_map(one_chunk, chunk, num_vertices)
     return vertices.transpose(2, 0, 1), joints
@@ -473,20 +569,32 @@ def lbs(model: SMPLModel, rotmats: jnp.ndarray, betas: jnp.ndarray
 def _regress_joints(model: SMPLModel, betas: jnp.ndarray) -> jnp.ndarray:
     """``(N, J, 3)`` rest joints ``J_regressor @ (v_template + shapedirs . betas)``.
 
-    The map is linear, so for larger batches the regressor is applied to the
-    template and each shape direction once (``J * V * 3 * (NB + 1)`` work per
-    call) instead of to every shaped body (``J * V * 3`` plus the blend per
-    example); small batches do the latter, which is cheaper for them. Nothing
-    is precomputed, so the result always follows the model's current arrays.
+    Only the regressor's ``U`` static ``regressor_vertices`` are read (all
+    ``V`` for a dense one): ``regressor_weights (J, U)`` times the template
+    and shape directions gathered there. The map is linear, so for larger
+    batches the regressor is applied to the template and each shape direction
+    once (``J * U * 3 * (NB + 1)`` work per call) instead of to every shaped
+    body (``J * U * 3`` plus the blend per example); small batches do the
+    latter, which is cheaper for them. Nothing is precomputed, so the result
+    always follows the model's current arrays.
     """
     n, num_betas = betas.shape
+    weights = model.regressor_weights
+    v_template, shapedirs = model.v_template, model.shapedirs
+    if model.regressor_vertices is not None:
+        # Static sorted unique ids: a gather whose gradient is a plain scatter.
+        ids = np.asarray(model.regressor_vertices, np.int32)
+        v_template = v_template.at[ids].get(mode="promise_in_bounds", indices_are_sorted=True,
+                                            unique_indices=True)
+        shapedirs = shapedirs.at[ids].get(mode="promise_in_bounds", indices_are_sorted=True,
+                                          unique_indices=True)
     if n * (num_betas + model.num_joints) < model.num_joints * (num_betas + 1):
-        # Vertex-major (V, 3, N) so both steps are plain 2D matmuls.
-        v_shaped = ((model.shapedirs.reshape(-1, num_betas) @ betas.T).reshape(-1, 3, n)
-                    + model.v_template[:, :, None])
-        return jnp.einsum("jv,vkn->njk", model.J_regressor, v_shaped)
-    joint_template = model.J_regressor @ model.v_template
-    joint_shapedirs = jnp.einsum("jv,vkb->jkb", model.J_regressor, model.shapedirs)
+        # Vertex-major (U, 3, N) so both steps are plain 2D matmuls.
+        v_shaped = ((shapedirs.reshape(-1, num_betas) @ betas.T).reshape(-1, 3, n)
+                    + v_template[:, :, None])
+        return jnp.einsum("jv,vkn->njk", weights, v_shaped)
+    joint_template = weights @ v_template
+    joint_shapedirs = jnp.einsum("jv,vkb->jkb", weights, shapedirs)
     return joint_template + jnp.einsum("nb,jkb->njk", betas, joint_shapedirs)
 
 
@@ -502,7 +610,16 @@ _CHUNK_ELEMENTS = 65536
 _WHOLE_BLEND_MAX_BATCH = 32
 
 
+# Up to this many vertices x examples the whole body is one chunk: the chunked
+# loop's slicing and stacking cost more than the cache misses (batch 16 of
+# SMPL's 6,890 vertices: 1.3-1.4x faster forward, 1.4-1.6x forward+backward in
+# benchmarks/smpl_speed.py; at 32 and above chunks win).
+_WHOLE_BODY_ELEMENTS = 131072
+
+
 def _vertex_chunk_size(num_vertices: int, batch: int) -> int:
+    if num_vertices * batch <= _WHOLE_BODY_ELEMENTS:
+        return num_vertices
     return int(min(num_vertices, max(256, _CHUNK_ELEMENTS // max(batch, 1))))
 
 
@@ -513,15 +630,17 @@ def _chunk_starts(num_vertices: int, chunk: int) -> list[int]:
 
 def _blend_shapes(pose_feature, betas, v_template, shapedirs, posedirs):
     """``(C, 3, N)`` template plus shape and pose blend shapes of C vertices,
-    each one ``(C * 3, K) @ (K, N)`` matmul.
+    each one ``(C * 3, K) @ (K, N)`` matmul; ``posedirs`` and ``pose_feature``
+    ``None``: no pose blend shapes (the same values as a zero ``posedirs``).
 
     The optimization barriers keep XLA from fusing the sum into the matmuls:
     on CPU the fused kernel is up to 2x slower than the plain matmul.
     """
     c = v_template.shape[0]
     shaped = jax.lax.optimization_barrier(shapedirs.reshape(c * 3, -1) @ betas.T)
-    posed = jax.lax.optimization_barrier(posedirs.reshape(c * 3, -1) @ pose_feature.T)
-    return (shaped + posed).reshape(c, 3, -1) + v_template[:, :, None]
+    if posedirs is not None:
+        shaped = shaped + jax.lax.optimization_barrier(posedirs.reshape(c * 3, -1) @ pose_feature.T)
+    return shaped.reshape(c, 3, -1) + v_template[:, :, None]
 
 
 def _blend_transforms(lbs_weights, per_joint):
@@ -560,11 +679,12 @@ def _blend_and_skin(start, chunk, pose_feature, betas, per_joint, v_template, sh
 
     Args:
       start: int32 scalar, first vertex of the chunk; chunk: static chunk size C.
-      pose_feature: ``(N, P)``; betas: ``(N, NB)``.
+      pose_feature: ``(N, P)``, or ``None`` with ``posedirs``; betas: ``(N, NB)``.
       per_joint: ``(J, 3 * 4 * N)`` per-joint transforms, laid out (J, 3, 4, N).
       v_template, shapedirs, posedirs, lbs_weights: the model's whole arrays
         (sliced here, so that the VJP's residuals are loop-invariant and a
-        ``lax.map`` over chunks stacks only the chunk's posed template).
+        ``lax.map`` over chunks stacks only the chunk's posed template);
+        ``posedirs`` ``None``: no pose blend shapes.
 
     Returns:
       ``(C, 3, N)`` skinned vertices (examples innermost, so the elementwise
@@ -576,6 +696,8 @@ def _blend_and_skin(start, chunk, pose_feature, betas, per_joint, v_template, sh
 
 
 def _take(array, start, chunk):
+    if array is None:
+        return None
     return jax.lax.dynamic_slice_in_dim(array, start, chunk, axis=0)
 
 
@@ -610,14 +732,19 @@ def _blend_and_skin_bwd(chunk, residuals, grad):
         return jax.lax.dynamic_update_slice_in_dim(
             jnp.zeros_like(full), chunk_grad.reshape(chunk, *full.shape[1:]), start, axis=0)
 
+    if posedirs is None:  # no pose blend shapes: no cotangents for them
+        grad_pose_feature = grad_posedirs = None
+    else:
+        grad_pose_feature = grad_flat.T @ _take(posedirs, start, chunk).reshape(chunk * 3, -1)
+        grad_posedirs = scatter(posedirs, grad_flat @ pose_feature)
     return (
         None,                                                                      # start
-        grad_flat.T @ _take(posedirs, start, chunk).reshape(chunk * 3, -1),       # pose_feature
+        grad_pose_feature,
         grad_flat.T @ _take(shapedirs, start, chunk).reshape(chunk * 3, -1),      # betas
         weights_chunk.T @ grad_blended,                                           # per_joint
         scatter(v_template, grad_v_posed.sum(axis=-1)),
         scatter(shapedirs, grad_flat @ betas),
-        scatter(posedirs, grad_flat @ pose_feature),
+        grad_posedirs,
         scatter(lbs_weights, grad_blended @ per_joint.T),
     )
 
