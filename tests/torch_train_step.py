@@ -1,7 +1,7 @@
 """Test-only PyTorch twin of ``dct_jax.train``'s loss and step (never imported by ``dct_jax``).
 
 The same computation as ``train.compute_losses`` / ``train.train_step`` for the
-terms ``configs/ours_dc.py`` uses (keypoint and dense), written the way a
+terms ``configs/ours_dc.py`` uses (keypoint, SMPL and dense), written the way a
 PyTorch codebase would: ``torch_resnet.TorchRegressor`` (one pass of the head,
 no iteration, as ``dct_jax.models.regressor``), smplx's ``lbs`` on the arrays of
 a ``dct_jax.smpl.SMPLModel``, cocoplus19 keypoints gathered as
@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 import torch_resnet
-from smplx.lbs import lbs
+from smplx.lbs import batch_rodrigues, lbs
 
 from dct_jax import keypoints, losses, smpl
 from dct_jax.models import convert
@@ -81,21 +81,34 @@ def _masked_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, m
     return (diff.abs() * weight[..., None]).mean() * _batch_rescale(mask.clamp_min(0))
 
 
+def smpl_loss(pose: torch.Tensor, target_pose: torch.Tensor, betas: torch.Tensor, target_betas: torch.Tensor,
+              mask: torch.Tensor) -> torch.Tensor:
+    """As ``losses.smpl_loss`` on axis-angle ``(B, 72)`` poses: squared error of the rotation
+    matrices of joints 1..23 and the betas, masked and rescaled by ``B / sum(mask)``."""
+    b = pose.shape[0]
+    rotmats = batch_rodrigues(pose.reshape(-1, 3)).reshape(b, 24, 3, 3)
+    target = batch_rodrigues(target_pose.reshape(-1, 3)).reshape(b, 24, 3, 3)
+    diff = torch.cat([(rotmats[:, 1:] - target[:, 1:]).reshape(b, -1), betas - target_betas], dim=1)
+    mask = mask.clamp_min(0)
+    diff = torch.where(mask[:, None] > 0, diff, 0.0)
+    return (diff * diff * mask[:, None]).mean() * _batch_rescale(mask)
+
+
 def compute_losses(residual: torch.Tensor, batch: Mapping[str, torch.Tensor], body: TorchBody,
                    weights: losses.LossWeights, mean_params: torch.Tensor
                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``train.compute_losses`` for the keypoint and dense terms: ``(total, {term: value})``.
+    """``train.compute_losses`` for the keypoint, SMPL and dense terms: ``(total, {term: value})``.
 
     Args:
       residual: ``(B, 85)`` the head's output.
       batch: the pipeline's fields as torch tensors (``keypoints``, ``keypoints_weight``,
-        ``dense_*``, ``has_dense``, ``valid``).
+        ``smpl_pose``, ``smpl_betas``, ``has_smpl``, ``dense_*``, ``has_dense``, ``valid``).
       body: the body model and keypoint layout.
-      weights: loss weights; ``smpl`` and ``joints3d`` must be 0 (not in this twin).
+      weights: loss weights; ``joints3d`` and ``keypoints3d`` must be 0 (not in this twin).
       mean_params: ``(85,)``.
     """
-    if weights.smpl or weights.joints3d:
-        raise ValueError("the torch twin covers the keypoint and dense terms only (smpl = joints3d = 0)")
+    if weights.joints3d or weights.keypoints3d:
+        raise ValueError("the torch twin has no 3D joint terms (joints3d = keypoints3d = 0)")
     params = residual + mean_params
     camera, pose, betas = params[:, 0:3], params[:, 3:75].contiguous(), params[:, 75:85]
     vertices, joints = body.forward(pose, betas)
@@ -104,6 +117,8 @@ def compute_losses(residual: torch.Tensor, batch: Mapping[str, torch.Tensor], bo
     if weights.keypoint:
         kp2d = weak_perspective_project(body.keypoints(vertices, joints), camera)
         terms["keypoint"] = _masked_l1(kp2d, batch["keypoints"], batch["keypoints_weight"], valid)
+    if weights.smpl:
+        terms["smpl"] = smpl_loss(pose, batch["smpl_pose"], betas, batch["smpl_betas"], valid * batch["has_smpl"])
     if weights.dense:
         pred_xy = project_surface_points(vertices, batch["dense_vertex_ids"], batch["dense_barycentric"], camera)
         terms["dense"] = _masked_l1(pred_xy, batch["dense_xy"], batch["dense_weight"], valid * batch["has_dense"])
