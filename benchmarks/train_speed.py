@@ -3,7 +3,7 @@
 Ours is the real training code path with ``configs/ours_dc.py``: two-branch
 ResNet-50 (image) + ResNet-18 (IUV) regressor, the body model (``--smpl_path``, or
 the free default body with random pose blend shapes of SMPL's size, see
-``benchmark_body``), keypoint + dense losses, Adam, all in
+``benchmark_body``), keypoint + SMPL + dense losses, Adam, all in
 ``train.train_step`` jitted (and its state donated) as ``train.train_and_evaluate``
 does, on a synthetic batch with the pipeline's exact fields (random images and
 IUV, 19 keypoints and 400 dense points with valid faces and barycentrics, all
