@@ -45,10 +45,10 @@ class TorchBody:
         self.vertex_ids = torch.as_tensor(layout.vertex_ids, dtype=torch.long, device=device)
         self.is_vertex = torch.as_tensor(layout.is_vertex, device=device)
 
-    def forward(self, pose: torch.Tensor, betas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``pose (B, 72)`` axis-angle, ``betas (B, NB)`` -> ``vertices (B, V, 3)``, ``joints (B, J, 3)``."""
-        return lbs(betas, pose, self.v_template, self.shapedirs, self.posedirs, self.J_regressor,
-                   self.parents, self.lbs_weights, pose2rot=True)
+    def forward(self, rotmats: torch.Tensor, betas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``rotmats (B, 24, 3, 3)``, ``betas (B, NB)`` -> ``vertices (B, V, 3)``, ``joints (B, J, 3)``."""
+        return lbs(betas, rotmats, self.v_template, self.shapedirs, self.posedirs, self.J_regressor,
+                   self.parents, self.lbs_weights, pose2rot=False)
 
     def keypoints(self, vertices: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
         """``(B, K, 3)`` keypoints, as ``keypoints.from_body``."""
@@ -81,13 +81,18 @@ def _masked_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, m
     return (diff.abs() * weight[..., None]).mean() * _batch_rescale(mask.clamp_min(0))
 
 
-def smpl_loss(pose: torch.Tensor, target_pose: torch.Tensor, betas: torch.Tensor, target_betas: torch.Tensor,
+def rodrigues(pose: torch.Tensor) -> torch.Tensor:
+    """``(B, 72)`` axis-angle -> ``(B, 24, 3, 3)`` rotation matrices (smplx's ``batch_rodrigues``)."""
+    return batch_rodrigues(pose.reshape(-1, 3)).reshape(pose.shape[0], 24, 3, 3)
+
+
+def smpl_loss(rotmats: torch.Tensor, target_pose: torch.Tensor, betas: torch.Tensor, target_betas: torch.Tensor,
               mask: torch.Tensor) -> torch.Tensor:
-    """As ``losses.smpl_loss`` on axis-angle ``(B, 72)`` poses: squared error of the rotation
-    matrices of joints 1..23 and the betas, masked and rescaled by ``B / sum(mask)``."""
-    b = pose.shape[0]
-    rotmats = batch_rodrigues(pose.reshape(-1, 3)).reshape(b, 24, 3, 3)
-    target = batch_rodrigues(target_pose.reshape(-1, 3)).reshape(b, 24, 3, 3)
+    """As ``losses.smpl_loss``: squared error of the rotation matrices ``(B, 24, 3, 3)`` of joints
+    1..23 (against those of the axis-angle ``target_pose``) and the betas, masked and rescaled by
+    ``B / sum(mask)``."""
+    b = rotmats.shape[0]
+    target = rodrigues(target_pose)
     diff = torch.cat([(rotmats[:, 1:] - target[:, 1:]).reshape(b, -1), betas - target_betas], dim=1)
     mask = mask.clamp_min(0)
     diff = torch.where(mask[:, None] > 0, diff, 0.0)
@@ -111,14 +116,15 @@ def compute_losses(residual: torch.Tensor, batch: Mapping[str, torch.Tensor], bo
         raise ValueError("the torch twin has no 3D joint terms (joints3d = keypoints3d = 0)")
     params = residual + mean_params
     camera, pose, betas = params[:, 0:3], params[:, 3:75].contiguous(), params[:, 75:85]
-    vertices, joints = body.forward(pose, betas)
+    rotmats = rodrigues(pose)  # once, for the body and the SMPL term (as train.compute_losses)
+    vertices, joints = body.forward(rotmats, betas)
     valid = batch["valid"]
     terms = {}
     if weights.keypoint:
         kp2d = weak_perspective_project(body.keypoints(vertices, joints), camera)
         terms["keypoint"] = _masked_l1(kp2d, batch["keypoints"], batch["keypoints_weight"], valid)
     if weights.smpl:
-        terms["smpl"] = smpl_loss(pose, batch["smpl_pose"], betas, batch["smpl_betas"], valid * batch["has_smpl"])
+        terms["smpl"] = smpl_loss(rotmats, batch["smpl_pose"], betas, batch["smpl_betas"], valid * batch["has_smpl"])
     if weights.dense:
         pred_xy = project_surface_points(vertices, batch["dense_vertex_ids"], batch["dense_barycentric"], camera)
         terms["dense"] = _masked_l1(pred_xy, batch["dense_xy"], batch["dense_weight"], valid * batch["has_dense"])
