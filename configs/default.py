@@ -147,6 +147,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.num_dense = 400  # official dp_num_max
     config.data.dense_source = "auto"  # annotation | iuv | auto | none
     config.data.refine_iuv = True
+    # Training only: keep this fraction of each record's dense keypoints (a fixed subset; paper Fig. 6),
+    # and add Gaussian noise of this std (0-255 scale) to the U, V they come from (fixed per record; Fig. 5).
+    config.data.dense_keep = 1.0
+    config.data.dense_uv_noise = 0.0
+    # Turn every record's IUV map into a DensePose-like prediction (dct_jax/iuv_errors.py; all 0: the map
+    # as stored), in training and evaluation; docs/iuv_errors.md gives DensePose-like levels.
+    config.data.iuv_errors = ml_collections.ConfigDict(
+        {"part_swap": 0.0, "boundary_shift": 0.0, "blobs": 0.0, "blob_size": 0.0, "uv_noise": 0.0})
     config.data.smpl_fraction = 1.0
     # Each example's keypoint and dense weights x (slots / points it has), as the official loader.
     config.data.normalize_point_weights = True

@@ -110,12 +110,17 @@ def smpl_loss(
     pred_betas: jnp.ndarray,
     target_betas: jnp.ndarray,
     mask: jnp.ndarray,
+    pose_weight: jnp.ndarray | None = None,
+    betas_weight: jnp.ndarray | None = None,
 ) -> jnp.ndarray:
     """Squared error on SMPL parameters (official ``_smpl_params_loss``).
 
     Per example the 23 * 9 rotation-matrix entries of joints 1..23 (the global
     rotation, joint 0, is excluded) and the betas, 217 values for 10 betas;
     ``mean over B*217 of sq * mask[:, None]`` times ``B / sum(mask)``.
+    ``pose_weight`` and ``betas_weight`` further weigh each example's rotation
+    and betas entries (the paper's Table 4: a pose-only label has betas weight 0);
+    the normalization is unchanged, so a weight of 0 removes exactly that term.
 
     Args:
       pred_rotmats: ``(B, 24, 3, 3)`` predicted local joint rotations
@@ -123,6 +128,7 @@ def smpl_loss(
       target_rotmats: ``(B, 24, 3, 3)`` ground-truth rotations.
       pred_betas: ``(B, NB)`` predicted shape; target_betas: ``(B, NB)``.
       mask: ``(B,)`` 1 for examples with SMPL ground truth.
+      pose_weight, betas_weight: ``(B,)`` or None (1).
 
     Returns:
       ``()`` the loss.
@@ -142,8 +148,16 @@ def smpl_loss(
         (pred_rotmats[:, 1:] - target_rotmats[:, 1:]).reshape(batch, -1),
         pred_betas - target_betas,
     ], axis=1)
-    diff = _select(mask[:, None] > 0, diff)
-    return jnp.mean(diff * diff * mask[:, None]) * _batch_rescale(mask)
+    weight = mask[:, None]
+    if pose_weight is not None or betas_weight is not None:
+        ones = jnp.ones((batch,), diff.dtype)
+        pose_weight = ones if pose_weight is None else _check_weight(pose_weight, (batch,), "pose_weight", "(B,)")
+        betas_weight = ones if betas_weight is None else _check_weight(betas_weight, (batch,), "betas_weight", "(B,)")
+        num_pose = diff.shape[1] - pred_betas.shape[1]
+        weight = weight * jnp.concatenate([jnp.broadcast_to(pose_weight[:, None], (batch, num_pose)),
+                                           jnp.broadcast_to(betas_weight[:, None], pred_betas.shape)], axis=1)
+    diff = _select(weight > 0, diff)
+    return jnp.mean(diff * diff * weight) * _batch_rescale(mask)
 
 
 def joints3d_loss(

@@ -83,6 +83,16 @@ def create_model(model_config: ml_collections.ConfigDict) -> regressor_lib.Regre
         mean_params=mean_params, dtype=dtypes[model_config.dtype])
 
 
+def iuv_error_model(config: ml_collections.ConfigDict) -> Any:
+    """``config.data.iuv_errors`` as a :class:`dct_jax.iuv_errors.IUVErrorModel`; None when all its levels are 0."""
+    levels = dict(config.data.get("iuv_errors") or {})
+    if not any(levels.values()):
+        return None
+    from dct_jax import iuv_errors  # noqa: PLC0415
+
+    return iuv_errors.IUVErrorModel(**levels)
+
+
 def example_spec(config: ml_collections.ConfigDict, *, train: bool) -> pipeline.ExampleSpec:
     """The pipeline's :class:`~dct_jax.data.pipeline.ExampleSpec` for ``config``."""
     main, aux = model_inputs(config.model.inputs)
@@ -93,6 +103,9 @@ def example_spec(config: ml_collections.ConfigDict, *, train: bool) -> pipeline.
         dense_source=d.dense_source if (config.loss.dense > 0 or not train) else "none",
         refine_iuv=d.refine_iuv, smpl_fraction=d.smpl_fraction if train else 1.0,
         normalize_point_weights=d.get("normalize_point_weights", True),
+        dense_keep=d.get("dense_keep", 1.0) if train else 1.0,
+        dense_uv_noise=d.get("dense_uv_noise", 0.0) if train else 0.0,
+        iuv_errors=iuv_error_model(config),
         scale_jitter=d.scale_jitter, translate_jitter=d.translate_jitter, flip_prob=d.flip_prob,
         smpl_path=config.smpl_path)
     return spec if train else spec.without_augmentation()

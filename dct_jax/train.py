@@ -79,7 +79,8 @@ def compute_losses(output: regressor_lib.RegressorOutput, batch: Mapping[str, ja
     if weights.smpl:
         target = geometry.rodrigues(batch["smpl_pose"].reshape(batch_size, 24, 3))
         terms["smpl"] = losses.smpl_loss(out.rotmats, target, output.betas, batch["smpl_betas"],
-                                         valid * batch["has_smpl"])
+                                         valid * batch["has_smpl"], batch.get("smpl_pose_weight"),
+                                         batch.get("smpl_betas_weight"))
     if weights.joints3d:
         target, mask = batch["joints"], batch["has_joints"]
         if joints_from_smpl:

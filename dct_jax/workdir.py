@@ -41,7 +41,11 @@ SAFE_FIELDS = (
 
 # Settings an evaluation of a trained run may override (the rest is the run's).
 EVAL_FIELDS = ("dataset", "eval_split", "eval_batch_size", "eval", "data_dir", "data.threads", "smpl_path",
-               "build_dataset_if_missing")
+               "build_dataset_if_missing", "data.iuv_errors")
+
+# Settings added after runs were recorded: a config.json without one was trained with this value.
+ADDED_FIELDS = {"data.dense_keep": 1.0, "data.dense_uv_noise": 0.0, **{
+    f"data.iuv_errors.{name}": 0.0 for name in ("part_swap", "boundary_shift", "blobs", "blob_size", "uv_noise")}}
 
 
 class ConfigError(ValueError):
@@ -214,6 +218,13 @@ def validate(config: ml_collections.ConfigDict, *, training: bool = True) -> Non
     _number(config, "data.workers", minimum=0, integer=True)
     _number(config, "data.threads", minimum=0, integer=True)
     _choice(config, "data.dense_source", ("annotation", "iuv", "auto", "none"))
+    _number(config, "data.dense_keep", minimum=0, maximum=1)
+    _number(config, "data.dense_uv_noise", minimum=0)
+    if config.data.get("iuv_errors") is not None:
+        try:
+            state_lib.iuv_error_model(config)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"config.data.iuv_errors: {error}") from None
     _choice(config, "model.inputs", sorted(state_lib.MODEL_INPUTS))
     _choice(config, "model.dtype", ("float32", "bfloat16"))
     depths = sorted(resnet.STAGES)
@@ -301,6 +312,7 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
 def differences(recorded: Mapping[str, Any], config: ml_collections.ConfigDict) -> dict[str, tuple[Any, Any]]:
     """``{field: (recorded value, given value)}`` for every dotted field that differs."""
     old, new = flatten(recorded), flatten(config)
+    old = {**{k: v for k, v in ADDED_FIELDS.items() if k in new}, **old}
     return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
 
 

@@ -11,7 +11,9 @@ batched by grain. One example (all numpy, fixed shapes; ``S`` the image size,
   ``segmentation``        ``(S, S)`` uint8 part crop, if asked for
   ``keypoints``           ``(19, 2)`` float32 cocoplus19 keypoints, normalized crop coordinates
   ``keypoints_weight``    ``(19,)`` float32: 1 where labelled (visibility > 0)
-  ``smpl_pose``           ``(72,)``, ``smpl_betas`` ``(10,)`` float32, ``has_smpl`` float32
+  ``smpl_pose``           ``(72,)``, ``smpl_betas`` ``(10,)`` float32, ``has_smpl`` float32;
+                          ``smpl_pose_weight``, ``smpl_betas_weight`` float32: 1 where that part of the
+                          SMPL label supervises (a source labelled ``3d=pose`` or ``3d=shape`` has one 0)
   ``joints``              ``(24, 3)`` float32 posed joints (camera frame), ``has_joints``
   ``keypoints3d``         ``(19, 3)`` float32 cocoplus19 3D keypoints (camera frame, metres),
                           ``keypoints3d_weight`` ``(19,)`` (1 where labelled), ``has_keypoints3d``
@@ -64,6 +66,8 @@ INPUT_KINDS = ("image", "iuv", "segmentation")
 DENSE_SOURCES = ("auto", "annotation", "iuv", "none")
 _STR_KEYS = ("image_id", "error")
 GENDER_CODES = {"": 0, "neutral": 0, "male": 1, "female": 2}
+# Which part of a record's SMPL label supervises (ExampleSpec.smpl_terms).
+SMPL_TERMS = ("all", "pose", "shape")
 # What bad data raises (a corrupt or inconsistent record); anything else is a bug and propagates.
 DATA_ERRORS = (ValueError, KeyError, IndexError, OSError, EOFError, cv2.error)
 
@@ -84,6 +88,10 @@ class ExampleSpec:
         and before sampling dense keypoints from it.
       smpl_fraction: keep the 3D labels (``has_smpl``, ``has_joints``,
         ``has_keypoints3d``) on this fraction of records, chosen by record id (stable across runs; Table 3's "20% 3D" is 0.2).
+      smpl_terms: which part of the SMPL label supervises: ``"all"``, ``"pose"``
+        (the betas term weighs 0) or ``"shape"`` (the pose term weighs 0); with
+        ``"pose"`` or ``"shape"`` the 3D joints and 3D keypoints, which carry
+        both, are not used (the paper's Table 4).
       scale_jitter, translate_jitter, flip_prob: training augmentation.
       smpl_path: the SMPL model file for records with ``body_model == "smpl"``
         (needed to flip them: the vertex mirror comes from the template).
@@ -93,6 +101,15 @@ class ExampleSpec:
         keypoints count as labelled (e.g. ``"lsp14"``, UP-3D's 14 joints).
       keypoint_noise: annotation-like noise on the 2D keypoints, in units of
         COCO's annotator standard deviations (:func:`annotation_noise`; 0: exact).
+      dense_keep: keep this fraction of a record's dense keypoints (``round(keep * n)``
+        of its ``n``, a fixed subset chosen by record id; the paper's Figure 6).
+      dense_uv_noise: Gaussian noise of this standard deviation (0-255 scale) on
+        the U, V of the dense keypoints' source (an annotation's ``dp_U``,
+        ``dp_V`` or the IUV map they are sampled from; not the IUV input), fixed
+        per record (the paper's Figure 5).
+      iuv_errors: a :class:`dct_jax.iuv_errors.IUVErrorModel` applied to every
+        record's IUV map (fixed per record) before refinement, as input and as
+        dense source: a DensePose-like prediction from an exact map; None: as stored.
       normalize_point_weights: scale each example's keypoint and dense-point
         weights by (slots / points it has), as the official data loader
         (``data_preprocess.py``): the losses' mean over all slots is then each
@@ -114,6 +131,10 @@ class ExampleSpec:
     normalize_point_weights: bool = True
     keypoint_subset: str = "all"
     keypoint_noise: float = 0.0
+    smpl_terms: str = "all"
+    dense_keep: float = 1.0
+    dense_uv_noise: float = 0.0
+    iuv_errors: Any = None
 
     def __post_init__(self):
         unknown = sorted(set(self.inputs) - set(INPUT_KINDS))
@@ -132,6 +153,13 @@ class ExampleSpec:
                              f"got {self.keypoint_subset!r}")
         if not self.keypoint_noise >= 0.0:
             raise ValueError(f"keypoint_noise must be >= 0, got {self.keypoint_noise}")
+        if self.smpl_terms not in SMPL_TERMS:
+            raise ValueError(f"smpl_terms must be one of {SMPL_TERMS}, got {self.smpl_terms!r}")
+        if not 0.0 <= self.dense_keep <= 1.0:
+            raise ValueError(f"dense_keep must be in [0, 1], got {self.dense_keep}")
+        if not self.dense_uv_noise >= 0.0:
+            raise ValueError(f"dense_uv_noise must be >= 0 (a standard deviation, 0-255 scale), "
+                             f"got {self.dense_uv_noise}")
 
     def without_augmentation(self) -> "ExampleSpec":
         return dataclasses.replace(self, scale_jitter=0.0, translate_jitter=0.0, flip_prob=0.0)
@@ -262,8 +290,27 @@ def annotation_noise(record_id: str, bbox: np.ndarray, multiplier: float) -> np.
     sigmas = np.asarray(keypoints_lib.COCOPLUS19_ANNOTATION_SIGMAS, np.float64)
     width, height = (float(v) for v in np.asarray(bbox, np.float64)[2:4])
     scale = np.sqrt(max(width * height, 0.0))
-    rng = np.random.default_rng([zlib.crc32(record_id.encode()), 2])
+    rng = record_rng(record_id, _ANNOTATION_NOISE)
     return (rng.standard_normal((sigmas.size, 2)) * (multiplier * scale * sigmas)[:, None]).astype(np.float32)
+
+
+# Streams of record_rng: each a record's fixed draw for one purpose.
+_ANNOTATION_NOISE, _IUV_ERRORS, _UV_NOISE, _DENSE_KEEP = 2, 3, 4, 5
+
+
+def record_rng(record_id: str, stream: int) -> np.random.Generator:
+    """A generator fixed by the record id (and the purpose ``stream``): the same every epoch and run,
+    as a label made once (an annotation, a DensePose prediction) is."""
+    return np.random.default_rng([zlib.crc32(record_id.encode()), stream])
+
+
+def keep_fraction(weight: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """``(N,)`` weights with all but ``round(fraction * n)`` of the ``n`` nonzero ones set to 0 (chosen by ``rng``)."""
+    weight = np.array(weight, np.float32)
+    points = np.flatnonzero(weight)
+    dropped = rng.permutation(points)[int(round(fraction * points.size)):]
+    weight[dropped] = 0.0
+    return weight
 
 
 def per_example_mean_weights(weight: np.ndarray) -> np.ndarray:
@@ -290,6 +337,8 @@ def empty_example(spec: ExampleSpec) -> dict[str, Any]:
         "smpl_pose": np.zeros((schema.NUM_POSE,), np.float32),
         "smpl_betas": np.zeros((schema.NUM_BETAS,), np.float32),
         "has_smpl": np.float32(0),
+        "smpl_pose_weight": np.float32(0),
+        "smpl_betas_weight": np.float32(0),
         "joints": np.zeros((schema.NUM_JOINTS, 3), np.float32),
         "has_joints": np.float32(0),
         "keypoints3d": np.zeros((schema.NUM_KEYPOINTS, 3), np.float32),
@@ -402,6 +451,14 @@ class ProcessRecord(grain.transforms.RandomMap):
             iuv_full = schema.decode_iuv(record["iuv"])
             if iuv_full.shape[:2] != (height, width):
                 raise ValueError(f"iuv is {iuv_full.shape[:2]}, image {(height, width)}")
+            if spec.iuv_errors is not None:  # as a DensePose prediction would be, made once per record
+                from dct_jax import iuv_errors  # noqa: PLC0415
+
+                # Swapped parts take mirrored U, V where the body's mirror can be had (SMPL needs its file).
+                mirror = (body_assets(body_model, spec.smpl_path).mirror
+                          if body_model and (body_model != "smpl" or spec.smpl_path) else None)
+                iuv_full = iuv_errors.corrupt_iuv(iuv_full, spec.iuv_errors, record_rng(record_id, _IUV_ERRORS),
+                                                  mirror=mirror)
             if spec.refine_iuv and has_kp:
                 iuv_full = densepose.refine_iuv(iuv_full, keypoints_px, visibility)
         if "iuv" in spec.inputs:
@@ -417,10 +474,13 @@ class ProcessRecord(grain.transforms.RandomMap):
         keep_3d = in_smpl_subset(record_id, spec.smpl_fraction)
         if record["has_smpl"] and keep_3d:
             example.update(smpl_pose=np.asarray(record["smpl_pose"], np.float32),
-                           smpl_betas=np.asarray(record["smpl_betas"], np.float32), has_smpl=np.float32(1))
-        if record["has_mesh"] and keep_3d:
+                           smpl_betas=np.asarray(record["smpl_betas"], np.float32), has_smpl=np.float32(1),
+                           smpl_pose_weight=np.float32(spec.smpl_terms != "shape"),
+                           smpl_betas_weight=np.float32(spec.smpl_terms != "pose"))
+        keep_3d_points = keep_3d and spec.smpl_terms == "all"  # joints carry pose and shape
+        if record["has_mesh"] and keep_3d_points:
             example.update(joints=np.asarray(record["joints"], np.float32), has_joints=np.float32(1))
-        if record["has_keypoints3d"] and keep_3d:
+        if record["has_keypoints3d"] and keep_3d_points:
             example.update(keypoints3d=np.asarray(record["keypoints3d"], np.float32),
                            keypoints3d_weight=(np.asarray(record["keypoints3d_visibility"]) > 0).astype(np.float32),
                            has_keypoints3d=np.float32(1))
@@ -429,9 +489,11 @@ class ProcessRecord(grain.transforms.RandomMap):
             example.update(camera=crop_camera(record["camera"], record["crop_box"], box),
                            has_camera=np.float32(1))
 
-        dense = self._dense(record, iuv_full, body_model, rng)
+        dense = self._dense(record, iuv_full, body_model, rng, record_id)
         if dense is not None:
             xy, points, weight = dense
+            if spec.dense_keep < 1.0:
+                weight = keep_fraction(weight, spec.dense_keep, record_rng(record_id, _DENSE_KEEP))
             example.update(dense_xy=schema.image_to_crop(xy, box),
                            dense_vertex_ids=points.vertex_ids.astype(np.int32),
                            dense_barycentric=points.barycentric.astype(np.float32),
@@ -453,7 +515,7 @@ class ProcessRecord(grain.transforms.RandomMap):
         weight = np.asarray(weight, np.float32)
         return per_example_mean_weights(weight) if self.spec.normalize_point_weights else weight
 
-    def _dense(self, record, iuv_full, body_model: str, rng: np.random.Generator):
+    def _dense(self, record, iuv_full, body_model: str, rng: np.random.Generator, record_id: str):
         source = self.spec.dense_source
         if source == "none" or not body_model:
             return None
@@ -462,10 +524,18 @@ class ProcessRecord(grain.transforms.RandomMap):
         if not (use_annotation or use_iuv):
             return None
         chart = body_assets(body_model, self.spec.smpl_path, with_mirror=False).chart
+        sigma = self.spec.dense_uv_noise
+        if sigma:
+            from dct_jax import iuv_errors  # noqa: PLC0415
         if use_annotation:
             annotation = {k: record[k] for k in schema.DENSE_FIELDS}
             annotation["bbox"] = record["bbox"]
+            if sigma:
+                annotation["dp_U"], annotation["dp_V"] = iuv_errors.add_annotation_uv_noise(
+                    annotation["dp_U"], annotation["dp_V"], sigma, record_rng(record_id, _UV_NOISE))
             return densepose.sample_dense_keypoints(chart, annotation, num=self.spec.num_dense, rng=rng)
+        if sigma:
+            iuv_full = iuv_errors.add_uv_noise(iuv_full, sigma, record_rng(record_id, _UV_NOISE))
         return densepose.sample_dense_keypoints(chart, iuv_full, num=self.spec.num_dense, rng=rng)
 
 
@@ -562,6 +632,8 @@ class MixtureSource:
         ``config.data.smpl_fraction`` (the form without brackets).
       fraction_3d: with ``3d``, the fraction of records (a fixed subset chosen
         by record id, :func:`in_smpl_subset`) that keep their 3D labels (``3d=F``).
+      smpl_terms: with ``3d``, which part of the SMPL label supervises
+        (``3d=pose``, ``3d=shape``; :attr:`ExampleSpec.smpl_terms`).
       keypoint_subset: with ``2d``, the keypoints labelled (``2d=lsp14``).
       keypoint_noise: annotation-like noise on the 2D keypoints (``2d_noise=M``;
         :func:`annotation_noise`).
@@ -574,6 +646,7 @@ class MixtureSource:
     fraction_3d: float = 1.0
     keypoint_subset: str = "all"
     keypoint_noise: float = 0.0
+    smpl_terms: str = "all"
 
     def __str__(self) -> str:
         text = f"{self.name}:{self.split}={self.weight:g}"
@@ -583,6 +656,8 @@ class MixtureSource:
         for label in self.labels:
             if label == "3d" and self.fraction_3d < 1:
                 items.append(f"3d={self.fraction_3d:g}")
+            elif label == "3d" and self.smpl_terms != "all":
+                items.append(f"3d={self.smpl_terms}")
             elif label == "2d" and self.keypoint_subset != "all":
                 items.append(f"2d={self.keypoint_subset}")
             else:
@@ -598,7 +673,7 @@ class MixtureSource:
         return dataclasses.replace(
             spec, use_keypoints="2d" in self.labels,
             dense_source=spec.dense_source if "dense" in self.labels else "none",
-            smpl_fraction=self.fraction_3d if "3d" in self.labels else 0.0,
+            smpl_fraction=self.fraction_3d if "3d" in self.labels else 0.0, smpl_terms=self.smpl_terms,
             keypoint_subset=self.keypoint_subset, keypoint_noise=self.keypoint_noise)
 
 
@@ -641,12 +716,14 @@ def _parse_labels(item: str, text: str) -> dict[str, Any]:
             continue
         if name not in MIXTURE_LABELS or (sep and name == "dense"):
             raise ValueError(f"mixture entry {item!r}: unknown label {label!r}; labels are 2d, 2d=SUBSET "
-                             f"({'|'.join(keypoints_lib.COCOPLUS19_SUBSETS)}), 2d_noise=M, dense, 3d and "
-                             "3d=FRACTION (e.g. [2d=lsp14,dense,3d=0.2])")
+                             f"({'|'.join(keypoints_lib.COCOPLUS19_SUBSETS)}), 2d_noise=M, dense, 3d, "
+                             "3d=FRACTION and 3d=pose|shape (e.g. [2d=lsp14,dense,3d=0.2])")
         if name in labels:
             raise ValueError(f"mixture entry {item!r}: label {name!r} is given twice")
         labels.append(name)
-        if sep and name == "3d":
+        if sep and name == "3d" and value in SMPL_TERMS[1:]:
+            options["smpl_terms"] = value
+        elif sep and name == "3d":
             options["fraction_3d"] = _number(item, name, value, 0.0, 1.0)
         elif sep:
             if value not in keypoints_lib.COCOPLUS19_SUBSETS:

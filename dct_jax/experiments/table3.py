@@ -29,13 +29,16 @@ cell finished there with the same settings; ``--report_only`` writes it without 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ml_collections
+
+from dct_jax.experiments import runner
+from dct_jax.experiments.runner import (  # noqa: F401  (this module's interface since before runner.py)
+    DEFAULT_IMAGE_SIZE, Cell, cell_config, pretrain_config, read_any_result, read_result)
 
 # The paper's row and column order (Table 3).
 INPUT_ORDER = ("iuv", "seg", "image", "image_iuv", "image_seg")
@@ -61,16 +64,6 @@ PAPER_TABLE3 = {
 METRICS = ("pve_mm", "mpjpe_mm", "pa_mpjpe_mm", "pvet_mm")
 
 
-@dataclasses.dataclass(frozen=True)
-class Cell:
-    inputs: str
-    supervision: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.inputs}-{self.supervision}"
-
-
 def all_cells() -> list[Cell]:
     return [Cell(i, s) for i in INPUT_ORDER for s in SUPERVISION_ORDER]
 
@@ -89,169 +82,15 @@ def parse_cells(spec: str | None) -> list[Cell]:
     return cells
 
 
-DEFAULT_IMAGE_SIZE = 112
-
-
-def _base_config(inputs: str, *, steps: int, image_size: int) -> ml_collections.ConfigDict:
-    """The quickstart's network for ``inputs`` (two-branch: ResNet-10 each) at ``image_size``."""
-    from configs import quickstart  # noqa: PLC0415  (the repository's configs/)
-
-    config = quickstart.get_config()
-    config.model.inputs = inputs
-    config.model.aux_depth = config.model.depth
-    config.data.image_size = image_size
-    config.num_train_steps = steps
-    config.checkpoint_every_steps = max(1, min(config.checkpoint_every_steps, steps // 2))
-    config.image_summary_every_steps = 0
-    config.eval_every_steps = 0
-    return config
-
-
-def _apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any] | None) -> None:
-    """``--set`` values on a cell's config; an unknown field is a ``workdir.ConfigError`` (with a suggestion)."""
-    from dct_jax import workdir  # noqa: PLC0415
-
-    workdir.apply_overrides(config, overrides or {})
-
-
-def cell_config(cell: Cell, *, steps: int, image_size: int = DEFAULT_IMAGE_SIZE,
-                overrides: Mapping[str, Any] | None = None, init_from: str | None = None,
-                wild_2d: str = "2d") -> ml_collections.ConfigDict:
-    """A cell's run: the quickstart network, the cell's input, the official protocol for its supervision
-    (``wild_2d``: the in-the-wild 2D label, e.g. ``2d=lsp14,2d_noise=1``)."""
-    from configs import default  # noqa: PLC0415
-
-    config = _base_config(cell.inputs, steps=steps, image_size=image_size)
-    default.apply_protocol(config, cell.supervision, "synthetic", wild_2d=wild_2d)
-    config.num_train_steps = steps
-    config.init_from = init_from
-    _apply_overrides(config, overrides)
-    return config
-
-
-def pretrain_config(inputs: str, *, steps: int, image_size: int = DEFAULT_IMAGE_SIZE,
-                    overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
-    """Pretraining of ``inputs``' network on studio alone (SMPL and 2D labels), evaluated on synthetic's test split."""
-    from configs import default  # noqa: PLC0415
-
-    config = _base_config(inputs, steps=steps, image_size=image_size)
-    default.apply_protocol(config, "2d", "synthetic")
-    config.supervision = "pretrain"
-    from dct_jax.data import pipeline  # noqa: PLC0415
-
-    studio = [e for e in pipeline.parse_sources(config.train_mixture, config.train_split) if e.name == "studio"]
-    config.train_mixture = ",".join(map(str, studio))  # the studio source alone
-    config.num_train_steps = steps
-    _apply_overrides(config, overrides)
-    return config
-
-
-def read_any_result(workdir: str, split: str = "test") -> dict[str, Any] | None:
-    """A run's ``eval_<split>.json``, whatever step it evaluated, else None."""
-    path = os.path.join(workdir, f"eval_{split}.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def read_result(workdir: str, steps: int, split: str = "test") -> dict[str, Any] | None:
-    """A finished run's ``eval_<split>.json`` (trained for ``steps``), else None."""
-    report = read_any_result(workdir, split)
-    return report if report is not None and report.get("checkpoint_step") == steps else None
-
-
-_SETTINGS = ("num_train_steps", "batch_size", "learning_rate", "data", "model", "loss", "train_mixture", "init_from")
-
-
-def _differing_settings(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
-    """The settings in which the run in ``workdir`` (its config.json) differs from ``config``."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        previous = json.load(f)
-    current = json.loads(config.to_json_best_effort())
-    return sorted(k for k in _SETTINGS if previous.get(k) != current.get(k))
-
-
-def _check_same_run(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """A cell folder trained with other settings is not silently continued."""
-    differing = _differing_settings(workdir, config)
-    if differing:
-        raise ValueError(f"{workdir} holds a run with other settings ({', '.join(differing)} differ); "
-                         "use another --output or delete that folder")
-
-
-def finished_cells(output: str, make_config: Any) -> dict[Cell, dict[str, Any]]:
-    """Every cell in ``output/cells`` finished with the settings ``make_config(cell)`` gives.
-
-    Runners of different cells may share one output folder (e.g. one per row, in
-    parallel): each writes the table of all of them.
-    """
-    results = {}
-    for cell in all_cells():
-        workdir = os.path.join(output, "cells", cell.name)
-        config = make_config(cell)
-        report = read_result(workdir, int(config.num_train_steps), config.eval_split)
-        if report is not None and not _differing_settings(workdir, config):
-            results[cell] = report
-    return results
-
-
-def _train_or_read(label: str, workdir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """Trains (resuming) and evaluates one run unless it is done; the report (``preempted`` if stopped)."""
-    from dct_jax import train  # noqa: PLC0415
-
-    steps = int(config.num_train_steps)
-    report = read_result(workdir, steps, config.eval_split)
-    if report is not None:
-        print(f"{label}: done already (PVE {report['metrics']['pve_mm']:.1f} mm)", flush=True)
-        return report
-    _check_same_run(workdir, config)
-    print(f"{label}: training {steps} steps in {workdir}", flush=True)
-    report = train.train_and_evaluate(config, workdir)
-    if report.get("preempted"):
-        print(f"Stopped by {report.get('signal', 'SIGTERM')} in {label} at step {report['step']} "
-              "(checkpoint saved); re-run the same command to resume", flush=True)
-    return report
-
-
 def run(output: str, *, steps: int, cells: Sequence[Cell] | None = None,
         overrides: Mapping[str, Any] | None = None, pretrain_steps: int = 0,
         image_size: int = DEFAULT_IMAGE_SIZE, wild_2d: str = "2d") -> dict[Cell, dict[str, Any]]:
     """Pretrains each input type (if ``pretrain_steps``), trains and evaluates each cell not done yet,
-    then writes table3.md and table3.png."""
-    if steps <= 0:
-        raise ValueError(f"--steps must be positive, got {steps}")
-    if pretrain_steps < 0:
-        raise ValueError(f"--pretrain_steps must be >= 0, got {pretrain_steps}")
-    cells = list(cells or all_cells())
-    output = os.path.abspath(os.path.expanduser(output))
-    os.makedirs(os.path.join(output, "cells"), exist_ok=True)
-    results: dict[Cell, dict[str, Any]] = {}
-    pretrained: dict[str, str | None] = {}
-    for index, cell in enumerate(cells, 1):
-        if cell.inputs not in pretrained:
-            pretrained[cell.inputs] = None
-            if pretrain_steps:
-                workdir = os.path.join(output, "pretrain", cell.inputs)
-                config = pretrain_config(cell.inputs, steps=pretrain_steps, image_size=image_size,
-                                         overrides=overrides)
-                report = _train_or_read(f"pretraining {cell.inputs} on studio", workdir, config)
-                if report.get("preempted"):
-                    break
-                pretrained[cell.inputs] = workdir
-        workdir = os.path.join(output, "cells", cell.name)
-        config = cell_config(cell, steps=steps, image_size=image_size, overrides=overrides,
-                             init_from=pretrained[cell.inputs], wild_2d=wild_2d)
-        report = _train_or_read(f"[{index}/{len(cells)}] {cell.name}", workdir, config)
-        if report.get("preempted"):
-            break
-        results[cell] = report
-        write_report(output, steps=steps, overrides=overrides, pretrain_steps=pretrain_steps,
-                     image_size=image_size, wild_2d=wild_2d)
-    return results
+    rewriting table3.md and table3.png after each."""
+    settings = dict(steps=steps, overrides=overrides, pretrain_steps=pretrain_steps, image_size=image_size,
+                    wild_2d=wild_2d)
+    return runner.run_cells(output, list(cells or all_cells()), **settings,
+                            after_each=lambda: write_report(output, **settings))
 
 
 def write_report(output: str, *, steps: int, overrides: Mapping[str, Any] | None = None, pretrain_steps: int = 0,
@@ -265,7 +104,7 @@ def write_report(output: str, *, steps: int, overrides: Mapping[str, Any] | None
         return cell_config(cell, steps=steps, image_size=image_size, overrides=overrides, wild_2d=wild_2d,
                            init_from=init_from)
 
-    results = finished_cells(output, make_config)
+    results = runner.finished_cells(output, all_cells(), make_config)
     if results:  # never overwrite a table with an empty one (e.g. other settings asked for)
         write_outputs(output, results, make_config(next(iter(results))), pretrain_steps=pretrain_steps)
     return results
@@ -466,63 +305,7 @@ def write_outputs(output: str, results: Mapping[Cell, Mapping[str, Any]], config
 
 # ----------------------------------------------------------------------------- CLI
 
-
-def main(argv: Sequence[str]) -> None:
-    from absl import flags  # noqa: PLC0415
-
-    from dct_jax import cli, state, workdir  # noqa: PLC0415
-
-    program = "python -m dct_jax.experiments.table3"
-    if len(argv) > 1:
-        cli.fail(program, f"unexpected arguments {argv[1:]}; all options are --flags")
-    f = flags.FLAGS
-    try:
-        overrides: dict[str, Any] = {}
-        if f.data_dir:
-            overrides["data_dir"] = f.data_dir
-        overrides.update(workdir.parse_overrides(f.set))
-        cells = parse_cells(f.cells)
-        settings = dict(steps=f.steps, overrides=overrides, pretrain_steps=f.pretrain_steps,
-                        image_size=f.image_size, wild_2d=f.wild_2d)
-        for cell in cells:  # every setting checked before anything is built or trained
-            workdir.validate(cell_config(cell, steps=f.steps, image_size=f.image_size, overrides=overrides,
-                                         wild_2d=f.wild_2d))
-    except ValueError as error:  # ConfigError, bad --cells or --wild_2d
-        cli.fail(program, str(error))
-    try:
-        if f.report_only:
-            found = write_report(f.output, **settings)
-            print(f"{len(found)} finished cells with these settings in {os.path.abspath(f.output)}"
-                  + ("" if found else " (nothing written; pass the --steps, --pretrain_steps, --image_size, "
-                     "--wild_2d and --set of the runs)"))
-        elif run(f.output, cells=cells, **settings):
-            print(f"Wrote {os.path.join(os.path.abspath(f.output), 'table3.md')} and table3.png")
-    except (workdir.ConfigError, workdir.WorkdirError, state.CheckpointError) as error:
-        cli.fail(program, str(error))
-
-
-def _define_flags() -> None:
-    from absl import flags  # noqa: PLC0415
-
-    flags.DEFINE_integer("steps", 2000, "Training steps per cell.")
-    flags.DEFINE_integer("pretrain_steps", 1000, "Steps of pretraining on studio per input type (0: none).")
-    flags.DEFINE_integer("image_size", DEFAULT_IMAGE_SIZE, "Crop side in pixels.")
-    flags.DEFINE_string("wild_2d", "2d", "The in-the-wild source's 2D label: 2d (all 19 keypoints, exact) or e.g. "
-                        "2d=lsp14,2d_noise=1 (LSP's 14 joints with COCO annotators' noise, as UP-3D's labels).")
-    flags.DEFINE_string("output", None, "Directory for table3.md, table3.png and the cells' workdirs.")
-    flags.DEFINE_string("cells", None, "INPUT:SUPERVISION,... to run a subset (default: all 25).")
-    flags.DEFINE_string("data_dir", None, "Where the synthetic dataset is (built there if missing); "
-                        "default: the quickstart's ~/tensorflow_datasets.")
-    flags.DEFINE_bool("report_only", False, "Train nothing: write the table of the cells finished in --output "
-                      "with these settings (e.g. after runners of different rows in parallel).")
-    flags.DEFINE_multi_string("set", None, "Config overrides KEY=VALUE, e.g. --set=data.image_size=64.")
-    flags.mark_flag_as_required("output")
-
-
 if __name__ == "__main__":
-    from absl import app
+    from dct_jax.experiments import command
 
-    from dct_jax import cli
-
-    _define_flags()
-    app.run(main, flags_parser=cli.flags_parser("python -m dct_jax.experiments.table3"))
+    command.run_command("table3", program="python -m dct_jax.experiments.table3")
