@@ -391,3 +391,13 @@ def test_the_iuv_map_is_decoded_only_when_used(source, monkeypatch):
     process(_spec(inputs=("image",), dense_source="iuv"))
     process(_spec(inputs=("image", "iuv"), dense_source="auto"))
     assert len(decoded) == 2
+
+
+def test_refinement_is_guided_by_the_visible_keypoints_alone(source, monkeypatch):
+    # Sec. 3.2: "for each visible 2D keypoint"; an occluded keypoint lies on the part in front of it.
+    seen = []
+    monkeypatch.setattr(densepose, "refine_iuv", lambda iuv, kp, visibility: seen.append(np.array(visibility)) or iuv)
+    index = next(i for i in range(len(source)) if np.any(np.asarray(source[i]["keypoints_visibility"]) == 1))
+    pipeline.ProcessRecord(_spec(refine_iuv=True), train=False).process(source[index], np.random.default_rng(0))
+    visibility = np.asarray(source[index]["keypoints_visibility"])
+    np.testing.assert_array_equal(seen[0], np.where(visibility == 2, 2, 0))

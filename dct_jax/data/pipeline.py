@@ -84,8 +84,9 @@ class ExampleSpec:
       dense_source: ``"annotation"`` (the record's ``dp_*``), ``"iuv"`` (sampled
         from the record's IUV map after the paper's refinement), ``"auto"``
         (annotation if present, else IUV), ``"none"``.
-      refine_iuv: refine the IUV map (paper Sec. 3.2) before using it as input
-        and before sampling dense keypoints from it.
+      refine_iuv: refine the IUV map (paper Sec. 3.2, guided by the visible
+        keypoints, visibility 2) before using it as input and before sampling
+        dense keypoints from it.
       smpl_fraction: keep the 3D labels (``has_smpl``, ``has_joints``,
         ``has_keypoints3d``) on this fraction of records, chosen by record id (stable across runs; Table 3's "20% 3D" is 0.2).
       smpl_terms: which part of the SMPL label supervises: ``"all"``, ``"pose"``
@@ -460,7 +461,9 @@ class ProcessRecord(grain.transforms.RandomMap):
                 iuv_full = iuv_errors.corrupt_iuv(iuv_full, spec.iuv_errors, record_rng(record_id, _IUV_ERRORS),
                                                   mirror=mirror)
             if spec.refine_iuv and has_kp:
-                iuv_full = densepose.refine_iuv(iuv_full, keypoints_px, visibility)
+                # "For each visible 2D keypoint" (Sec. 3.2): an occluded one lies on the part in front of it.
+                visible = np.where(visibility >= schema.VISIBILITY_VISIBLE, visibility, 0)
+                iuv_full = densepose.refine_iuv(iuv_full, keypoints_px, visible)
         if "iuv" in spec.inputs:
             if iuv_full is None:
                 raise ValueError("the model takes an IUV input but the record has none (has_iuv False)")
