@@ -296,7 +296,22 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     if recorded is None:
         raise WorkdirError(f"{workdir} has no {CONFIG_FILE} (run_train.py writes it beside checkpoints/), "
                            f"so how a run there was trained is unknown; {train_first}")
-    return ml_collections.ConfigDict(recorded)
+    return ml_collections.ConfigDict(with_added_fields(recorded))
+
+
+def with_added_fields(recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """A recorded config (dict) with every :data:`ADDED_FIELDS` it lacks at its neutral value."""
+    result = json.loads(json.dumps(recorded))
+    for name, value in ADDED_FIELDS.items():
+        *parents, leaf = name.split(".")
+        node = result
+        for key in parents:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node.setdefault(leaf, value)
+    return result
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:

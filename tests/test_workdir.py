@@ -145,3 +145,28 @@ def test_entry_points_report_user_errors_in_one_line(trained_copy, tiny_data_dir
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
     assert "model.width is a training setting of this run" in run.stderr
     assert _read(os.path.join(trained_copy, "eval_test.json")) == report
+
+
+def test_a_run_recorded_before_a_field_existed_reads_as_its_neutral_value(trained_copy):
+    # Fields added later (workdir.ADDED_FIELDS): an old config.json neither differs from today's
+    # config for them nor lacks them when loaded (so evaluation may override them).
+    path = workdir_lib.config_path(trained_copy)
+    recorded = json.loads(_read(path))
+    for name in workdir_lib.ADDED_FIELDS:
+        *parents, leaf = name.split(".")
+        node = recorded
+        for key in parents:
+            node = node.get(key, {})
+        node.pop(leaf, None)
+    recorded["data"].pop("iuv_errors", None)
+    with open(path, "w") as f:
+        json.dump(recorded, f)
+    current = workdir_lib.load_config(trained_copy)
+    assert current.data.dense_keep == 1.0 and current.data.iuv_errors.part_swap == 0.0
+    assert workdir_lib.differences(recorded, current) == {}
+    current.data.dense_keep = 0.5  # a real change is still one
+    assert set(workdir_lib.differences(recorded, current)) == {"data.dense_keep"}
+    config, changes = workdir_lib.evaluation_config(trained_copy, overrides={"data.iuv_errors.part_swap": 0.05})
+    assert config.data.iuv_errors.part_swap == 0.05 and changes == {"data.iuv_errors.part_swap": 0.05}
+    with pytest.raises(workdir_lib.ConfigError):
+        workdir_lib.evaluation_config(trained_copy, overrides={"data.dense_keep": 0.5})  # a training setting
