@@ -338,8 +338,8 @@ def empty_example(spec: ExampleSpec) -> dict[str, Any]:
         "smpl_pose": np.zeros((schema.NUM_POSE,), np.float32),
         "smpl_betas": np.zeros((schema.NUM_BETAS,), np.float32),
         "has_smpl": np.float32(0),
-        "smpl_pose_weight": np.float32(0),
-        "smpl_betas_weight": np.float32(0),
+        "smpl_pose_weight": np.float32(1),  # weigh the SMPL term where has_smpl (3d=pose|shape: one is 0)
+        "smpl_betas_weight": np.float32(1),
         "joints": np.zeros((schema.NUM_JOINTS, 3), np.float32),
         "has_joints": np.float32(0),
         "keypoints3d": np.zeros((schema.NUM_KEYPOINTS, 3), np.float32),
