@@ -5,7 +5,7 @@ r"""Quickstart: a small network trained on the embedded synthetic data, in minut
 Builds the synthetic dataset (2,000 train + 200 test records of the free default
 body) into ``data_dir`` first if it is missing (about a minute), then trains a
 single-branch ResNet-10 (width 16) on the IUV input at 112x112 with 3D + dense +
-2D supervision and prints the evaluation table (official protocol; the
+2D supervision (the SMPL term weighted 100, see below) and prints the evaluation table (official protocol; the
 mean-parameter baseline beside it). On a 2-core CPU the whole command takes
 under 10 minutes.
 """
@@ -41,4 +41,9 @@ def get_config():
     config.model.feature_dim = 256
     config.model.hidden_dim = 512
     default.apply_supervision(config, "3d_dense")
+    # The official protocol scores the local pose (global rotations zeroed), which only the SMPL term
+    # supervises directly; keypoints and dense points fit the camera-frame body. Weighing the SMPL term
+    # 100 instead of the paper's 10 turned that fit into PVE (1,200 steps, seed 0: PVE 155.1 -> 148.9 at
+    # 30 -> 143.4 at 100, 2026-12-06). The paper's configs keep the paper's weights.
+    config.loss.smpl = 100.0
     return config
