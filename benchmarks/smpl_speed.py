@@ -1,6 +1,6 @@
 """Bodies/s of dct_jax.smpl.forward (jitted) against smplx, in the same run.
 
-    python benchmarks/smpl_speed.py [--model=SMPL_NEUTRAL.pkl|default] [--batch_sizes=1,64,256] [--stages]
+    python benchmarks/smpl_speed.py [--model=SMPL_NEUTRAL.pkl|default] [--batch_sizes=1,64,256] [--rounds=5] [--stages]
 
 Without --model a random SMPL-sized model (6890 vertices, 24 joints, 10 betas,
 207 pose blend shapes, a joint regressor with 12 vertices per joint) is used:
@@ -8,7 +8,9 @@ speed depends on the sizes, not on the values. ``--model=default`` is
 dct_jax's free default body, which has no pose correctives (its posedirs are
 zeros: dct_jax skips them, smplx multiplies by them). Needs the dev
 requirements (torch CPU, smplx). Prints one row per (batch, pass) with the
-ratio ours / smplx; "fwd+bwd" is the gradient of a scalar of the vertices and
+ratio ours / smplx, timed in interleaved rounds (ours, then smplx, then ours
+again ...; the ratio is the median of the rounds' ratios, so both sides of a
+ratio see the same machine state); "fwd+bwd" is the gradient of a scalar of the vertices and
 joints with respect to pose and betas. ``--stages`` first prints where the
 time of one forward pass goes at the first batch size (jitted pieces of
 ``smpl.lbs``, each timed alone, so they add up to more than the whole).
@@ -17,8 +19,10 @@ time of one forward pass goes at the first batch size (jitted pieces of
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import pickle
+import statistics
 import sys
 import tempfile
 import time
@@ -29,6 +33,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from _timing import interleaved_rounds  # noqa: E402
 
 from dct_jax import smpl  # noqa: E402
 
@@ -80,7 +86,7 @@ def print_stages(model, batch: int, min_seconds: float) -> None:
                                (model, betas)),
         # (What a body without pose correctives skips.)
         "pose feature x posedirs": (lambda d, f: d.reshape(-1, f.shape[-1]) @ f.T, (model.posedirs, pose_feature)),
-        "skinning": (lambda m, v, t: smpl._skin_points(v, t, m.lbs_weights, chunk), (model, v_posed, per_joint)),
+        "skinning": (lambda m, v, t: smpl._skin_points(v, t, m.lbs_weights, chunk, chunk), (model, v_posed, per_joint)),
     }
     print(f"stages at batch {batch} (us per call, each jitted alone):")
     for name, (fn, args) in stages.items():
@@ -94,7 +100,9 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="SMPL .pkl/.npz, or 'default': dct_jax's free default "
                         "body (default: random SMPL-sized arrays)")
     parser.add_argument("--batch_sizes", default="1,64,256")
-    parser.add_argument("--min_seconds", type=float, default=1.0)
+    parser.add_argument("--min_seconds", type=float, default=0.5,
+                        help="seconds per measurement (one pass, one side, one round)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (ours, smplx)")
     parser.add_argument("--stages", action="store_true", help="first time the stages of one forward pass")
     args = parser.parse_args()
 
@@ -141,10 +149,11 @@ def main() -> None:
         betas_np = rng.normal(size=(batch, 10)).astype(np.float32)
         pose, betas = jnp.asarray(pose_np), jnp.asarray(betas_np)
 
-        ours_fwd = _time(lambda: forward(model, pose, betas).vertices.block_until_ready(),
-                         min_seconds=args.min_seconds)
-        ours_bwd = _time(lambda: backward(model, pose, betas)[0].block_until_ready(),
-                         min_seconds=args.min_seconds)
+        def ours_fwd():
+            forward(model, pose, betas).vertices.block_until_ready()
+
+        def ours_bwd():
+            backward(model, pose, betas)[0].block_until_ready()
 
         pose_t, betas_t = torch.tensor(pose_np), torch.tensor(betas_np)
 
@@ -158,14 +167,39 @@ def main() -> None:
             out = reference(betas=b, body_pose=p[:, 3:], global_orient=p[:, :3])
             ((out.vertices ** 2).sum() + (out.joints[:, :24] ** 2).sum()).backward()
 
-        ref_fwd = _time(torch_fwd, min_seconds=args.min_seconds)
-        ref_bwd = _time(torch_bwd, min_seconds=args.min_seconds)
-        rows.append((batch, "forward", batch / ours_fwd, batch / ref_fwd))
-        rows.append((batch, "fwd+bwd", batch / ours_bwd, batch / ref_bwd))
+        for fn in (ours_fwd, ours_bwd, torch_fwd, torch_bwd):  # warm-up (compilation)
+            fn()
+            fn()
+        per_call = functools.partial(_mean_seconds, min_seconds=args.min_seconds)
+        print(f"batch {batch}:", file=sys.stderr)
+        times = interleaved_rounds({
+            "dct_jax": {"forward": functools.partial(per_call, ours_fwd),
+                        "fwd+bwd": functools.partial(per_call, ours_bwd)},
+            "smplx": {"forward": functools.partial(per_call, torch_fwd),
+                      "fwd+bwd": functools.partial(per_call, torch_bwd)},
+        }, args.rounds)
+        for kind in ("forward", "fwd+bwd"):
+            ours, ref = times["dct_jax"][kind], times["smplx"][kind]
+            ratios = [r / o for o, r in zip(ours, ref)]  # per round, measured side by side
+            rows.append((batch, kind, batch / statistics.median(ours), batch / statistics.median(ref),
+                         statistics.median(ratios), min(ratios)))
 
-    print(f"{'batch':>6} {'pass':>8} {'dct_jax bodies/s':>17} {'smplx bodies/s':>15} {'ratio':>7}")
-    for batch, kind, ours, ref in rows:
-        print(f"{batch:>6} {kind:>8} {ours:>17,.0f} {ref:>15,.0f} {ours / ref:>6.2f}x")
+    print(f"{'batch':>6} {'pass':>8} {'dct_jax bodies/s':>17} {'smplx bodies/s':>15} {'ratio':>7} {'worst':>7}")
+    for batch, kind, ours, ref, ratio, worst in rows:
+        print(f"{batch:>6} {kind:>8} {ours:>17,.0f} {ref:>15,.0f} {ratio:>6.2f}x {worst:>6.2f}x")
+    print(f"(bodies/s: medians of {args.rounds} interleaved rounds; ratio: the median of the rounds' ratios "
+          "ours / smplx, worst: the lowest)")
+
+
+def _mean_seconds(fn, *, min_seconds: float) -> float:
+    """Mean seconds per call of ``fn`` over at least ``min_seconds``."""
+    calls, start = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return elapsed / calls
 
 
 if __name__ == "__main__":

@@ -548,14 +548,16 @@ def lbs(model: SMPLModel, rotmats: jnp.ndarray, betas: jnp.ndarray
     per_joint = transforms.transpose(1, 2, 3, 0).reshape(num_joints, 12 * n)
 
     # The skinning runs over chunks of vertices so that each chunk's (C, 3, 4,
-    # N) blended transforms stay in cache. Small batches compute the blend
+    # N) blended transforms stay in cache (backward; forward only above
+    # _WHOLE_FORWARD_ELEMENTS, below it the whole body is faster). Small batches compute the blend
     # shapes over all vertices at once first (each model array read in place,
     # once forward and once backward; sliced per chunk, XLA copies posedirs'
     # chunks, which costs more than the blend at these sizes).
     chunk = _vertex_chunk_size(num_vertices, n)
-    if n <= _WHOLE_BLEND_MAX_BATCH or chunk == num_vertices:
+    forward_chunk = _forward_chunk_size(num_vertices, n)
+    if n <= _WHOLE_BLEND_MAX_BATCH or forward_chunk == num_vertices:
         v_posed = _blend_shapes(pose_feature, betas, model.v_template, model.shapedirs, posedirs)
-        vertices = _skin_points(v_posed, per_joint, model.lbs_weights, chunk)
+        vertices = _skin_points(v_posed, per_joint, model.lbs_weights, forward_chunk, chunk)
     else:
         # Larger batches: the blend shapes too per chunk, in cache with the skinning.
         def one_chunk(start, mask):
@@ -615,6 +617,20 @@ _WHOLE_BLEND_MAX_BATCH = 32
 # SMPL's 6,890 vertices: 1.3-1.4x faster forward, 1.4-1.6x forward+backward in
 # benchmarks/smpl_speed.py; at 32 and above chunks win).
 _WHOLE_BODY_ELEMENTS = 131072
+
+
+# The forward pass skins the whole body at once up to this many vertices x
+# examples (76 SMPL bodies), the backward pass keeps the chunks above: one
+# matmul and one fused pass over all vertices beat the chunk loop forward
+# (benchmarks/smpl_speed.py, 2026-12-07: forward at 32 bodies 11.4 -> 7.6 ms,
+# at 64 22.0 -> 13.2 ms; at 128 the chunks win, 50.7 against 58.9 ms).
+_WHOLE_FORWARD_ELEMENTS = 524288
+
+
+def _forward_chunk_size(num_vertices: int, batch: int) -> int:
+    if num_vertices * batch <= _WHOLE_FORWARD_ELEMENTS:
+        return num_vertices
+    return _vertex_chunk_size(num_vertices, batch)
 
 
 def _vertex_chunk_size(num_vertices: int, batch: int) -> int:
@@ -780,23 +796,23 @@ def _chunk_map(fn, chunk: int, num_vertices: int, *arrays):
     return joined, tuple(x.sum(axis=0) for x in per_chunk)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _skin_points(v_posed, per_joint, lbs_weights, chunk):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _skin_points(v_posed, per_joint, lbs_weights, chunk, grad_chunk):
     """Skinning of posed-template points ``(V, 3, N)`` with weights ``(V, J)``
     and ``per_joint (J, 12 N)`` transforms -> ``(V, 3, N)``, over chunks of
-    ``chunk`` vertices (examples innermost, so the elementwise work vectorizes
-    over the batch)."""
+    ``chunk`` vertices forward and ``grad_chunk`` backward (examples innermost,
+    so the elementwise work vectorizes over the batch)."""
     def skin(start, mask, v_posed, lbs_weights):
         return (_apply_transforms(_blend_transforms(lbs_weights, per_joint), v_posed),), ()
 
     return _chunk_map(skin, chunk, v_posed.shape[0], v_posed, lbs_weights)[0][0]
 
 
-def _skin_points_fwd(v_posed, per_joint, lbs_weights, chunk):
-    return _skin_points(v_posed, per_joint, lbs_weights, chunk), (v_posed, per_joint, lbs_weights)
+def _skin_points_fwd(v_posed, per_joint, lbs_weights, chunk, grad_chunk):
+    return _skin_points(v_posed, per_joint, lbs_weights, chunk, grad_chunk), (v_posed, per_joint, lbs_weights)
 
 
-def _skin_points_bwd(chunk, residuals, grad):
+def _skin_points_bwd(chunk, grad_chunk, residuals, grad):
     """Hand-written VJP: recomputes each chunk's blended transforms (cheaper
     than storing them) and keeps every step a matmul or a fused elementwise pass."""
     v_posed, per_joint, lbs_weights = residuals
@@ -809,7 +825,7 @@ def _skin_points_bwd(chunk, residuals, grad):
         return (grad_v_posed, grad_blended @ per_joint.T), (lbs_weights.T @ grad_blended,)
 
     (grad_v_posed, grad_weights), (grad_per_joint,) = _chunk_map(
-        chunk_grads, chunk, v_posed.shape[0], grad, v_posed, lbs_weights)
+        chunk_grads, grad_chunk, v_posed.shape[0], grad, v_posed, lbs_weights)
     return grad_v_posed, grad_per_joint, grad_weights
 
 
