@@ -220,5 +220,6 @@ def test_figure6_cell_runs_from_the_command_line_and_writes_its_report(tiny_data
     numbers = " / ".join(f"{metrics[m]:.1f}" for m in table3.METRICS)
     assert f"| 40% dense keypoints | `{cell.name}` | {numbers} |" in report
     assert "| 100% dense keypoints | `image_iuv-dense` | — |" in report
+    assert "## The paper's claims, checked\n\nNone yet: each claim compares cells" in report  # 40% alone
     assert json.loads((tmp_path / "exp" / "figure6.json").read_text()).keys() == {"40"}
     assert (tmp_path / "exp" / "figure6.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
