@@ -549,10 +549,11 @@ def lbs(model: SMPLModel, rotmats: jnp.ndarray, betas: jnp.ndarray
 
     # The skinning runs over chunks of vertices so that each chunk's (C, 3, 4,
     # N) blended transforms stay in cache (backward; forward only above
-    # _WHOLE_FORWARD_ELEMENTS, below it the whole body is faster). Small batches compute the blend
-    # shapes over all vertices at once first (each model array read in place,
-    # once forward and once backward; sliced per chunk, XLA copies posedirs'
-    # chunks, which costs more than the blend at these sizes).
+    # _WHOLE_FORWARD_ELEMENTS: below, the whole body at once is faster). Small
+    # batches compute the blend shapes over all vertices at once first (each
+    # model array read in place, once forward and once backward; sliced per
+    # chunk, XLA copies posedirs' chunks, which costs more than the blend at
+    # these sizes).
     chunk = _vertex_chunk_size(num_vertices, n)
     forward_chunk = _forward_chunk_size(num_vertices, n)
     if n <= _WHOLE_BLEND_MAX_BATCH or forward_chunk == num_vertices:
