@@ -43,17 +43,7 @@ def _time(fn, *, min_seconds: float, repeats: int = 3) -> float:
     """Best mean seconds per call over `repeats` rounds of >= min_seconds each."""
     fn()  # warm-up (compilation)
     fn()
-    best = float("inf")
-    for _ in range(repeats):
-        calls, start = 0, time.perf_counter()
-        while True:
-            fn()
-            calls += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_seconds:
-                break
-        best = min(best, elapsed / calls)
-    return best
+    return min(_mean_seconds(fn, min_seconds=min_seconds, settle_seconds=0.0) for _ in range(repeats))
 
 
 def print_stages(model, batch: int, min_seconds: float) -> None:
