@@ -315,7 +315,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     ds = pipeline.train_dataset(train_sources, [e.example_spec(spec) for e in mixture_sources(config)],
                                 batch_size=local_batch,
                                 seed=config.seed, shard_index=jax.process_index(),
-                                shard_count=jax.process_count(), weights=mixture_weights)
+                                shard_count=jax.process_count(), weights=mixture_weights,
+                                cache_bytes=int(config.data.get("cache_mb", 0) * 2**20))
     data_iter = pipeline.make_iterator(ds, workers=config.data.workers, prefetch_threads=config.data.threads)
 
     directory = os.path.join(workdir, "checkpoints")

@@ -37,14 +37,14 @@ SAFE_FIELDS = (
     "num_train_steps", "log_every_steps", "image_summary_every_steps", "eval_every_steps",
     "checkpoint_every_steps", "max_checkpoints_to_keep", "max_consecutive_nonfinite", "max_skipped_fraction",
     "eval_split", "eval_batch_size", "eval", "data_dir", "build_dataset_if_missing", "build_split_sizes",
-    "data.workers", "data.threads", "init_from", "model.init_image_from", "model.init_aux_from")
+    "data.workers", "data.threads", "data.cache_mb", "init_from", "model.init_image_from", "model.init_aux_from")
 
 # Settings an evaluation of a trained run may override (the rest is the run's).
 EVAL_FIELDS = ("dataset", "eval_split", "eval_batch_size", "eval", "data_dir", "data.threads", "smpl_path",
                "build_dataset_if_missing", "data.iuv_errors")
 
 # Settings added after runs were recorded: a config.json without one was trained with this value.
-ADDED_FIELDS = {"data.dense_keep": 1.0, "data.dense_uv_noise": 0.0, **{
+ADDED_FIELDS = {"data.dense_keep": 1.0, "data.dense_uv_noise": 0.0, "data.cache_mb": 0, **{
     f"data.iuv_errors.{name}": 0.0 for name in ("part_swap", "boundary_shift", "blobs", "blob_size", "uv_noise")}}
 
 
@@ -205,6 +205,7 @@ def validate(config: ml_collections.ConfigDict, *, training: bool = True) -> Non
         _number(config, "end_learning_rate", minimum=0)
         _number(config, "grad_clip_norm", minimum=0)
         _number(config, "max_skipped_fraction", minimum=0, maximum=1)
+        _number(config, "data.cache_mb", minimum=0)
         _choice(config, "optimizer", ("adam", "sgd"))
         _number(config, "sgd_momentum", minimum=0, maximum=1)
         for name in ("keypoint", "smpl", "joints3d", "keypoints3d", "dense"):

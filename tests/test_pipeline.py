@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import pickle
 
 import numpy as np
 import pytest
@@ -139,6 +141,54 @@ def test_corrupt_records_are_skipped_and_named(source):
     assert "could not decode" in by_index[2] and "synthetic/train/" in by_index[2]
     assert "disk read failed" in by_index[5]
     assert not batch["image"][batch["skipped"] > 0].any()
+
+
+class _CountingReads(_Corrupting):
+    """_Corrupting, counting the reads of each record."""
+
+    def __init__(self, source):
+        super().__init__(source)
+        self.reads = collections.Counter()
+
+    def __getitem__(self, index):
+        self.reads[index] += 1
+        return super().__getitem__(index)
+
+
+def test_cached_records_give_the_same_examples_and_are_read_once(source):
+    # Three epochs of 12 records: with the cache every good record is read once, and every
+    # example (augmented, flipped, dense keypoints resampled) is what it is without the cache.
+    spec = _spec(scale_jitter=0.2, translate_jitter=0.1, flip_prob=0.5)
+    plain = pipeline.train_dataset(_Corrupting(source), spec, batch_size=4, seed=3)
+    counting = _CountingReads(source)
+    cached = pipeline.train_dataset(counting, spec, batch_size=4, seed=3, cache_bytes=2**30)
+    errors = []
+    for k in range(9):
+        a, b = plain[k], cached[k]
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"batch {k} {key}")
+        errors += [e for e in b["error"].tolist() if e]
+    assert sorted(counting.reads) == list(range(12))
+    assert all(n == 1 for i, n in counting.reads.items() if i not in (2, 5)), counting.reads
+    assert counting.reads[2] == 3 and counting.reads[5] == 3  # bad records are not kept: skipped each epoch
+    assert len(errors) == 6 and sum("could not decode" in e for e in errors) == 3
+    assert sum("disk read failed" in e for e in errors) == 3
+
+
+def test_the_record_cache_keeps_its_bound_and_stays_out_of_pickles(source):
+    process = pipeline.ProcessRecord(_spec(), train=True)
+    one = process.prepare(source[0]).nbytes
+    assert one > 48 * 48 * 3  # at least its decoded image
+    bounded = pipeline.PreparedSource(source, process, cache_bytes=int(2.5 * one))
+    for i in range(len(source)):
+        _, prepared = bounded[i]
+        assert isinstance(prepared, pipeline.PreparedRecord)
+    assert bounded.cached_records == 2
+    with pytest.raises(ValueError, match="read-only"):
+        bounded[0][1].iuv[0, 0, 0] = 1  # a kept record cannot be changed by the examples made from it
+    copy = pickle.loads(pickle.dumps(bounded))  # as sent to a worker process
+    assert copy.cached_records == 0 and len(copy) == len(source)
+    assert pipeline.PreparedSource(source, process, cache_bytes=0)[0][0] == 0
 
 
 def test_programming_errors_are_not_swallowed(source, monkeypatch):

@@ -51,7 +51,7 @@ import functools
 import os
 import threading
 import zlib
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import cv2
 import grain
@@ -385,6 +385,96 @@ class IndexedSource:
             return index, f"unreadable record: {type(err).__name__}: {err}"
 
 
+# Record fields holding encoded images: PreparedRecord holds them decoded instead.
+_ENCODED_FIELDS = ("image", "iuv", "segmentation")
+
+
+class PreparedRecord(NamedTuple):
+    """A record checked and decoded for one :class:`ExampleSpec` (:meth:`ProcessRecord.prepare`).
+
+    ``fields`` are the record's fields but the encoded images, whose decoded
+    arrays (None where the spec does not use them) follow: ``image`` ``(H, W, 3)``
+    RGB, ``iuv`` ``(H, W, 3)`` (a DensePose-like prediction and refined, as the
+    spec says), ``segmentation`` ``(H, W)``; ``keypoints_px`` ``(19, 2)`` with the
+    spec's annotation noise, ``visibility`` ``(19,)`` restricted to its subset.
+    """
+
+    fields: dict[str, Any]
+    record_id: str
+    body_model: str
+    image: np.ndarray | None
+    iuv: np.ndarray | None
+    segmentation: np.ndarray | None
+    keypoints_px: np.ndarray
+    visibility: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by its arrays (what a cache of it costs)."""
+        arrays = [self.image, self.iuv, self.segmentation, self.keypoints_px, self.visibility]
+        arrays += list(self.fields.values())
+        return sum(a.nbytes if isinstance(a, np.ndarray) else len(a) if isinstance(a, bytes) else 8 for a in arrays)
+
+
+class PreparedSource:
+    """A data source whose items are ``(index, PreparedRecord)``, kept in memory up to ``cache_bytes``.
+
+    A training run reads each record once per epoch; reading, checking and
+    decoding it is the same work every time (on the quickstart's synthetic
+    data 60% of the input pipeline's time: 2.7 of 4.4 ms per example). This
+    source does it once per record and process, and keeps the result while the
+    cache has room (first come, first kept; each worker process has its own).
+    A record that cannot be read is ``(index, reason)``; one that fails
+    :meth:`ProcessRecord.prepare` is passed on as read (not kept), so that
+    :meth:`ProcessRecord.random_map` skips it with its reason, as it would
+    without the cache.
+    """
+
+    def __init__(self, source: Any, process: "ProcessRecord", *, cache_bytes: int):
+        self._source = IndexedSource(source)
+        self._process = process
+        self._cache_bytes = int(cache_bytes)
+        self._init_cache()
+
+    def _init_cache(self) -> None:
+        self._cache: dict[int, PreparedRecord] = {}
+        self._cached_bytes = 0
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:  # to worker processes: without the cache and its lock
+        return {k: v for k, v in self.__dict__.items() if k not in ("_cache", "_cached_bytes", "_lock")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_cache()
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    @property
+    def cached_records(self) -> int:
+        return len(self._cache)
+
+    def __getitem__(self, index: int) -> tuple[int, Any]:
+        index = int(index)
+        prepared = self._cache.get(index)
+        if prepared is not None:
+            return index, prepared
+        index, record = self._source[index]
+        if isinstance(record, str):
+            return index, record
+        try:
+            prepared = self._process.prepare(record)
+        except DATA_ERRORS:
+            return index, record  # ProcessRecord.random_map says why
+        size = prepared.nbytes
+        with self._lock:
+            if index not in self._cache and self._cached_bytes + size <= self._cache_bytes:
+                self._cache[index] = prepared
+                self._cached_bytes += size
+        return index, prepared
+
+
 class ProcessRecord(grain.transforms.RandomMap):
     """``(index, record)`` -> example (see the module docstring); never raises on bad data."""
 
@@ -400,14 +490,24 @@ class ProcessRecord(grain.transforms.RandomMap):
             return self.process(record, rng, index=index)
         except DATA_ERRORS as err:
             example = empty_example(self.spec)
-            rid = record.get("record_id", b"?") if isinstance(record, Mapping) else b"?"
+            rid = (record.record_id if isinstance(record, PreparedRecord)
+                   else record.get("record_id", b"?") if isinstance(record, Mapping) else b"?")
             rid = rid.decode(errors="replace") if isinstance(rid, bytes) else str(rid)
             example.update(skipped=np.float32(1), record_index=np.int64(index),
                            error=f"record {index} ({rid}): {type(err).__name__}: {err}")
             return example
 
-    def process(self, record: Mapping[str, Any], rng: np.random.Generator, *, index: int = -1) -> dict[str, Any]:
-        """One record -> one example (raises ``ValueError`` on a bad record)."""
+    def prepare(self, record: Mapping[str, Any]) -> "PreparedRecord":
+        """The part of :meth:`process` that depends on the record alone: checked and decoded.
+
+        Upgrades and validates the record, decodes the images the spec uses and
+        makes the IUV map a DensePose-like prediction and refines it if asked.
+        The result is the same every time (what :class:`PreparedSource` caches);
+        its arrays are read-only.
+
+        Raises:
+          ValueError (or another of :data:`DATA_ERRORS`): a bad record.
+        """
         spec = self.spec
         record = {k: (v.item() if isinstance(v, np.ndarray) and v.dtype == object and v.ndim == 0 else v)
                   for k, v in record.items()}
@@ -417,18 +517,11 @@ class ProcessRecord(grain.transforms.RandomMap):
         record_id, body_model = text("record_id"), text("body_model")
         height, width = (int(v) for v in np.asarray(record["image_shape"]))
 
-        box = np.asarray(record["crop_box"], np.float64)
-        if self.train:
-            box = jitter_crop_box(box, rng, scale_jitter=spec.scale_jitter,
-                                  translate_jitter=spec.translate_jitter)
-        size = spec.image_size
-        example = empty_example(spec)
-        example.update(valid=np.float32(1), record_index=np.int64(index), image_id=text("image_id"))
+        image = None
         if "image" in spec.inputs:
             image = schema.decode_image(record["image"])
             if image.shape[:2] != (height, width):
                 raise ValueError(f"image decodes to {image.shape[:2]}, record says {(height, width)}")
-            example["image"] = crop_image(image, box, size)
 
         has_kp = bool(record["has_keypoints"])
         keypoints_px = np.asarray(record["keypoints"], np.float32)
@@ -439,9 +532,6 @@ class ProcessRecord(grain.transforms.RandomMap):
             visibility = np.where(labelled, visibility, 0)
         if has_kp and spec.keypoint_noise:  # as annotators would have placed them
             keypoints_px = keypoints_px + annotation_noise(record_id, record["bbox"], spec.keypoint_noise)
-        if has_kp and spec.use_keypoints:
-            example["keypoints"] = schema.image_to_crop(keypoints_px, box)
-            example["keypoints_weight"] = self._point_weights(visibility > 0)
 
         iuv_full = None
         # Decoded (and refined) only if used: as an input, or as the dense keypoints' source
@@ -464,15 +554,49 @@ class ProcessRecord(grain.transforms.RandomMap):
                 # "For each visible 2D keypoint" (Sec. 3.2): an occluded one lies on the part in front of it.
                 visible = np.where(visibility >= schema.VISIBILITY_VISIBLE, visibility, 0)
                 iuv_full = densepose.refine_iuv(iuv_full, keypoints_px, visible)
-        if "iuv" in spec.inputs:
-            if iuv_full is None:
-                raise ValueError("the model takes an IUV input but the record has none (has_iuv False)")
-            example["iuv"] = crop_image(iuv_full, box, size, nearest=True)
+        if "iuv" in spec.inputs and iuv_full is None:
+            raise ValueError("the model takes an IUV input but the record has none (has_iuv False)")
+        segmentation = None
         if "segmentation" in spec.inputs:
             if not record["has_segmentation"]:
                 raise ValueError("the model takes a segmentation input but the record has none")
-            seg = schema.decode_segmentation(record["segmentation"])
-            example["segmentation"] = crop_image(seg, box, size, nearest=True)
+            segmentation = schema.decode_segmentation(record["segmentation"])
+
+        fields = {k: v for k, v in record.items() if k not in _ENCODED_FIELDS}  # decoded above
+        arrays = [image, iuv_full, segmentation, keypoints_px, visibility] + list(fields.values())
+        for array in arrays:
+            if isinstance(array, np.ndarray):
+                array.flags.writeable = False  # shared by every use of a cached record
+        return PreparedRecord(fields, record_id, body_model, image, iuv_full, segmentation, keypoints_px, visibility)
+
+    def process(self, record: "Mapping[str, Any] | PreparedRecord", rng: np.random.Generator, *,
+                index: int = -1) -> dict[str, Any]:
+        """One record (raw or :meth:`prepare`-d) -> one example (raises ``ValueError`` on a bad record)."""
+        spec = self.spec
+        prepared = record if isinstance(record, PreparedRecord) else self.prepare(record)
+        record, record_id, body_model = prepared.fields, prepared.record_id, prepared.body_model
+        text = lambda name: record[name].decode() if isinstance(record[name], bytes) else str(record[name])  # noqa: E731
+
+        box = np.asarray(record["crop_box"], np.float64)
+        if self.train:
+            box = jitter_crop_box(box, rng, scale_jitter=spec.scale_jitter,
+                                  translate_jitter=spec.translate_jitter)
+        size = spec.image_size
+        example = empty_example(spec)
+        example.update(valid=np.float32(1), record_index=np.int64(index), image_id=text("image_id"))
+        if prepared.image is not None:
+            example["image"] = crop_image(prepared.image, box, size)
+
+        has_kp = bool(record["has_keypoints"])
+        if has_kp and spec.use_keypoints:
+            example["keypoints"] = schema.image_to_crop(prepared.keypoints_px, box)
+            example["keypoints_weight"] = self._point_weights(prepared.visibility > 0)
+
+        iuv_full = prepared.iuv
+        if "iuv" in spec.inputs:
+            example["iuv"] = crop_image(iuv_full, box, size, nearest=True)
+        if prepared.segmentation is not None:
+            example["segmentation"] = crop_image(prepared.segmentation, box, size, nearest=True)
 
         keep_3d = in_smpl_subset(record_id, spec.smpl_fraction)
         if record["has_smpl"] and keep_3d:
@@ -577,7 +701,7 @@ def load_source(dataset: str, *, data_dir: str | None, split: str):
 
 def train_dataset(source: Any, spec: ExampleSpec | Sequence[ExampleSpec], *, batch_size: int, seed: int,
                   shard_index: int = 0, shard_count: int = 1,
-                  weights: Sequence[float] | None = None) -> grain.MapDataset:
+                  weights: Sequence[float] | None = None, cache_bytes: int = 0) -> grain.MapDataset:
     """Shuffled (every epoch anew), repeated, augmented batches: one process's rows of each global batch.
 
     The example stream (order and augmentation) is a function of ``seed``
@@ -593,6 +717,9 @@ def train_dataset(source: Any, spec: ExampleSpec | Sequence[ExampleSpec], *, bat
     so one batch mixes supervision kinds (the ``has_*`` flags per example).
     ``spec`` is one spec for every source or one per source
     (:meth:`MixtureSource.example_spec`: what each source supervises).
+    Each source keeps up to ``cache_bytes`` of its records checked and decoded
+    in memory (:class:`PreparedSource`; per process, worker processes each
+    their own); the examples do not depend on it.
     """
     sources = list(source) if isinstance(source, (list, tuple)) else [source]
     specs = list(spec) if isinstance(spec, (list, tuple)) else [spec] * len(sources)
@@ -606,11 +733,12 @@ def train_dataset(source: Any, spec: ExampleSpec | Sequence[ExampleSpec], *, bat
         raise ValueError(f"shard_index {shard_index} is not in [0, {shard_count})")
     parts = []
     for i, part in enumerate(sources):
-        ds = grain.MapDataset.source(IndexedSource(part))
+        process = ProcessRecord(specs[i], train=True)
+        ds = grain.MapDataset.source(PreparedSource(part, process, cache_bytes=cache_bytes))
         if len(ds) == 0:
             raise ValueError(f"the training split of source {i} is empty")
         ds = ds.shuffle(seed=seed + i).repeat(None)
-        parts.append(ds.random_map(ProcessRecord(specs[i], train=True), seed=seed + i))
+        parts.append(ds.random_map(process, seed=seed + i))
     ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, None if weights is None else list(weights))
     ds = ds.batch(batch_size, drop_remainder=True, batch_fn=stack_examples)
     return ds[shard_index::shard_count] if shard_count > 1 else ds
