@@ -24,6 +24,7 @@ fed by the pipeline, next to the same step on one constant batch already on devi
   python benchmarks/data_speed.py                     # image_iuv and image, workers 0,1,2
   python benchmarks/data_speed.py --step              # + the train step fed by the pipeline
   python benchmarks/data_speed.py --profile_only      # only the per-stage profile
+  python benchmarks/data_speed.py --cache_mb=1024     # with training's record cache, after its first epoch
   python benchmarks/data_speed.py --examples 64 --rounds 1 --profile_examples 20   # smoke run
 
 Needs the synthetic dataset in ``--data_dir`` (``python -m datasets build synthetic
@@ -155,8 +156,9 @@ def spec_for(inputs: str, size: int, batch: int) -> pipeline.ExampleSpec:
     return state_lib.example_spec(make_config(inputs, size, batch), train=True)
 
 
-def iterator(source, spec: pipeline.ExampleSpec, *, batch: int, workers: int, threads: int, seed: int = 0):
-    ds = pipeline.train_dataset(source, spec, batch_size=batch, seed=seed)
+def iterator(source, spec: pipeline.ExampleSpec, *, batch: int, workers: int, threads: int, seed: int = 0,
+             cache_mb: float = 0):
+    ds = pipeline.train_dataset(source, spec, batch_size=batch, seed=seed, cache_bytes=int(cache_mb * 2**20))
     return pipeline.make_iterator(ds, workers=workers, prefetch_threads=threads)
 
 
@@ -179,17 +181,23 @@ def _cpu_seconds(process) -> tuple[float, float]:
     return own.user + own.system, children
 
 
-def measure(source, spec, *, batch: int, workers: int, threads: int, examples: int) -> tuple[float, ...]:
+def measure(source, spec, *, batch: int, workers: int, threads: int, examples: int,
+            cache_mb: float = 0) -> tuple[float, ...]:
     """(start-up seconds to the first batch, examples/s after it, CPU ms per example here and in workers).
 
     The clock starts once the batches prefetched during the start-up (``threads``
     per process, one more per worker) are taken, so it sees the steady rate.
+    With ``cache_mb`` the records are first read through once per process
+    (untimed), so that the measurement sees the epochs after the first.
     """
     t = time.perf_counter()
-    it = iterator(source, spec, batch=batch, workers=workers, threads=threads)
+    it = iterator(source, spec, batch=batch, workers=workers, threads=threads, cache_mb=cache_mb)
     check_batch(next(it))
     startup = time.perf_counter() - t
-    for _ in range((threads + 1) * max(workers, 1)):
+    warm_up = (threads + 1) * max(workers, 1)
+    if cache_mb:
+        warm_up += len(source) * max(workers, 1) // batch
+    for _ in range(warm_up):
         next(it)
     num = max(examples // batch, 1)
     me = psutil.Process()
@@ -378,7 +386,7 @@ def print_rates(source, specs: dict[str, pipeline.ExampleSpec], args) -> None:
         for case in cases[r % len(cases):] + cases[: r % len(cases)]:
             inputs, w = case
             runs[case].append(measure(source, specs[inputs], batch=args.batch, workers=w, threads=args.threads,
-                                      examples=args.examples))
+                                      examples=args.examples, cache_mb=args.cache_mb))
         print(f"  round {r + 1}/{args.rounds} done (load average {os.getloadavg()[0]:.2f})",
               file=sys.stderr, flush=True)
     header = (f"{'inputs':<10} {'workers':>7} {'ex/s':>7} {'/ 300':>6} {'best':>7} {'/ 300':>6} "
@@ -436,6 +444,9 @@ def main(argv=None):
     parser.add_argument("--inputs", default="image_iuv,image", help="comma-separated config.model.inputs values")
     parser.add_argument("--examples", type=int, default=512, help="examples per measurement")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--cache_mb", type=float, default=0,
+                        help="records kept decoded per process (config.data.cache_mb); > 0 times the epochs "
+                             "after the first (each measurement first reads the records through once per process)")
     parser.add_argument("--profile_examples", type=int, default=200, help="records in the per-stage profile")
     parser.add_argument("--profile_only", action="store_true", help="only the per-stage profile")
     parser.add_argument("--step", action="store_true", help="also time the train step fed by the pipeline")
@@ -452,7 +463,9 @@ def main(argv=None):
     source = load(args)
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; grain {importlib.metadata.version('grain')}, "
           f"OpenCV {cv2.__version__}; {len(source)} records, batch {args.batch}, {args.size}x{args.size}, "
-          f"{args.threads} read threads, {args.examples} examples per measurement", flush=True)
+          f"{args.threads} read threads, {args.examples} examples per measurement"
+          + (f", record cache {args.cache_mb:g} MB per process (warm)" if args.cache_mb else ", no record cache"),
+          flush=True)
 
     specs = {inputs: spec_for(inputs, args.size, args.batch) for inputs in args.inputs}
     if not args.profile_only:
