@@ -113,13 +113,17 @@ _SETTINGS = ("num_train_steps", "batch_size", "learning_rate", "data", "model", 
 
 
 def differing_settings(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
-    """The settings in which the run in ``workdir`` (its config.json) differs from ``config``."""
+    """The settings in which the run in ``workdir`` (its config.json) differs from ``config``.
+
+    Fields a run may change without invalidating its checkpoints (``workdir.SAFE_FIELDS``,
+    e.g. ``data.workers``, ``data.cache_mb``) do not count.
+    """
     from dct_jax import workdir as workdir_lib  # noqa: PLC0415
 
     previous = workdir_lib.read_recorded(workdir)
     if previous is None:
         return []
-    changed = workdir_lib.differences(previous, config)
+    changed = [name for name in workdir_lib.differences(previous, config) if not workdir_lib.is_safe_field(name)]
     return sorted(k for k in _SETTINGS if any(name == k or name.startswith(k + ".") for name in changed))
 
 
