@@ -163,7 +163,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.flip_prob = 0.5
     config.data.workers = 0  # grain worker processes (0: in the training process)
     config.data.threads = 4  # grain read/prefetch threads per process
-    # Training records kept read, checked and decoded in memory, per process (each worker its own):
+    # Training records kept read, checked and decoded in memory, per source and process (each worker its own):
     # the work is then done once per record, not once per epoch. Same examples; 0 turns it off.
     config.data.cache_mb = 1024
 
