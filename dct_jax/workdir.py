@@ -77,11 +77,6 @@ def _matches(name: str, prefixes: Iterable[str]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-def is_safe_field(name: str) -> bool:
-    """Whether a dotted field can change without invalidating a run's checkpoints (:data:`SAFE_FIELDS`)."""
-    return _matches(name, SAFE_FIELDS)
-
-
 def is_eval_field(name: str) -> bool:
     """Whether a dotted field is an evaluation setting (:data:`EVAL_FIELDS`)."""
     return _matches(name, EVAL_FIELDS)

@@ -225,9 +225,10 @@ def test_figure6_cell_runs_from_the_command_line_and_writes_its_report(tiny_data
     assert (tmp_path / "exp" / "figure6.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_cell_recorded_before_a_safe_field_existed_is_the_same_run(tmp_path):
+def test_a_cell_recorded_before_the_record_cache_existed_is_the_same_run(tmp_path):
     # A cell trained before config.data.cache_mb existed (its config.json lacks it), or with other
-    # data.workers, is still that cell (finished: read, not retrained; unfinished: resumed).
+    # data.workers, is still that cell (finished: read, not retrained; unfinished: resumed); one
+    # with another data setting or initialization is not.
     config = _config(Cell("image_iuv", "dense"))
     recorded = json.loads(config.to_json_best_effort())
     del recorded["data"]["cache_mb"]
@@ -242,3 +243,8 @@ def test_a_cell_recorded_before_a_safe_field_existed_is_the_same_run(tmp_path):
     assert runner.differing_settings(str(tmp_path), config) == ["data"]
     with pytest.raises(ValueError, match="data differ"):
         runner.check_same_run(str(tmp_path), config)
+    recorded["data"]["image_size"] = config.data.image_size
+    recorded["init_from"] = "/elsewhere"
+    with open(os.path.join(tmp_path, workdir.CONFIG_FILE), "w") as f:
+        json.dump(recorded, f)
+    assert runner.differing_settings(str(tmp_path), config) == ["init_from"]

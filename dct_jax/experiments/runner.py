@@ -109,21 +109,23 @@ def read_result(workdir: str, steps: int, split: str = "test") -> dict[str, Any]
     return report if report is not None and report.get("checkpoint_step") == steps else None
 
 
+# Fields under _SETTINGS that do not change a run's results.
+_SAME_RESULTS = ("data.workers", "data.threads", "data.cache_mb")
 _SETTINGS = ("num_train_steps", "batch_size", "learning_rate", "data", "model", "loss", "train_mixture", "init_from")
 
 
 def differing_settings(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
     """The settings in which the run in ``workdir`` (its config.json) differs from ``config``.
 
-    Fields a run may change without invalidating its checkpoints (``workdir.SAFE_FIELDS``,
-    e.g. ``data.workers``, ``data.cache_mb``) do not count.
+    How the input pipeline runs (:data:`_SAME_RESULTS`: worker processes, threads, the
+    record cache) does not count: it does not change the examples.
     """
     from dct_jax import workdir as workdir_lib  # noqa: PLC0415
 
     previous = workdir_lib.read_recorded(workdir)
     if previous is None:
         return []
-    changed = [name for name in workdir_lib.differences(previous, config) if not workdir_lib.is_safe_field(name)]
+    changed = [name for name in workdir_lib.differences(previous, config) if name not in _SAME_RESULTS]
     return sorted(k for k in _SETTINGS if any(name == k or name.startswith(k + ".") for name in changed))
 
 
