@@ -20,7 +20,9 @@ def get_config():
     config.build_dataset_if_missing = True
     config.batch_size = 32
     config.eval_batch_size = 50
-    config.num_train_steps = 1200
+    # The error falls with the examples seen (1,200 steps: PVE 143.4 mm, 1,800: 138.8-139.9, 2,400: 135.3; seed 0,
+    # 2026-12-06/07); 1,800 fit in the 10 minutes since the input pipeline keeps the decoded records.
+    config.num_train_steps = 1800
     config.learning_rate = 1e-3
     config.end_learning_rate = 1e-4
     config.log_every_steps = 100
@@ -31,7 +33,7 @@ def get_config():
     config.data.image_size = 112
     config.data.num_dense = 150
     config.data.refine_iuv = False  # the synthetic IUV maps are exact
-    config.data.scale_jitter = 0.25  # strong augmentation: the 2,000 records are seen ~20 times
+    config.data.scale_jitter = 0.25  # strong augmentation: the 2,000 records are seen ~29 times
     config.data.translate_jitter = 0.1
     config.data.flip_prob = 0.5
 
