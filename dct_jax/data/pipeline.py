@@ -385,6 +385,12 @@ class IndexedSource:
             return index, f"unreadable record: {type(err).__name__}: {err}"
 
 
+def _record_text(record: Mapping[str, Any], name: str) -> str:
+    """A text field of a record (str, or bytes as TFDS reads it back)."""
+    value = record[name]
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 # Record fields holding encoded images: PreparedRecord holds them decoded instead.
 _ENCODED_FIELDS = ("image", "iuv", "segmentation")
 
@@ -513,8 +519,7 @@ class ProcessRecord(grain.transforms.RandomMap):
                   for k, v in record.items()}
         record = schema.upgrade_record(record)
         schema.validate_record(record)
-        text = lambda name: record[name].decode() if isinstance(record[name], bytes) else str(record[name])  # noqa: E731
-        record_id, body_model = text("record_id"), text("body_model")
+        record_id, body_model = _record_text(record, "record_id"), _record_text(record, "body_model")
         height, width = (int(v) for v in np.asarray(record["image_shape"]))
 
         image = None
@@ -575,7 +580,6 @@ class ProcessRecord(grain.transforms.RandomMap):
         spec = self.spec
         prepared = record if isinstance(record, PreparedRecord) else self.prepare(record)
         record, record_id, body_model = prepared.fields, prepared.record_id, prepared.body_model
-        text = lambda name: record[name].decode() if isinstance(record[name], bytes) else str(record[name])  # noqa: E731
 
         box = np.asarray(record["crop_box"], np.float64)
         if self.train:
@@ -583,7 +587,7 @@ class ProcessRecord(grain.transforms.RandomMap):
                                   translate_jitter=spec.translate_jitter)
         size = spec.image_size
         example = empty_example(spec)
-        example.update(valid=np.float32(1), record_index=np.int64(index), image_id=text("image_id"))
+        example.update(valid=np.float32(1), record_index=np.int64(index), image_id=_record_text(record, "image_id"))
         if prepared.image is not None:
             example["image"] = crop_image(prepared.image, box, size)
 
@@ -611,7 +615,7 @@ class ProcessRecord(grain.transforms.RandomMap):
             example.update(keypoints3d=np.asarray(record["keypoints3d"], np.float32),
                            keypoints3d_weight=(np.asarray(record["keypoints3d_visibility"]) > 0).astype(np.float32),
                            has_keypoints3d=np.float32(1))
-        example["gender"] = np.int32(GENDER_CODES[text("gender")])
+        example["gender"] = np.int32(GENDER_CODES[_record_text(record, "gender")])
         if record["has_camera"]:
             example.update(camera=crop_camera(record["camera"], record["crop_box"], box),
                            has_camera=np.float32(1))
