@@ -161,6 +161,30 @@ def test_refinement_cells_use_predicted_like_maps_with_and_without_refinement():
     assert state.example_spec(exact, train=True).iuv_errors is None
 
 
+def test_on_up3d_every_cell_reads_up3d_and_human36m_and_real_maps_are_only_refined():
+    # Real data: the same cells with UP-3D + Human3.6M; DensePose's maps are refined, never made "predicted-like".
+    for name, experiment in ablations.EXPERIMENTS.items():
+        points = experiment.parse_cells(None, "up3d")
+        assert [p.key for p in points] == [p.key for p in experiment.points if p.key != "exact"], name
+        for point in points:
+            config = runner.cell_config(point.cell, steps=7, data="up3d")
+            workdir.validate(config)
+            assert config.dataset == "up3d" and config.train_mixture.startswith("up3d:trainval=1[2d")
+            assert config.train_mixture.endswith(",h36m:train=1[2d,3d]") and not config.build_dataset_if_missing
+            assert not any(dict(config.data.iuv_errors).values())
+            assert config.data.refine_iuv == (point.key != "raw")
+            synthetic = runner.cell_config(point.cell, steps=7)
+            assert _wild(config).labels == _wild(synthetic).labels  # what the cell supervises is the same
+    with pytest.raises(ValueError, match="needs exact IUV maps"):
+        runner.cell_config(Cell("image_iuv", "dense", "exact_iuv"), steps=7, data="up3d")
+    pretrain = runner.pretrain_config("image_iuv", steps=7, data="up3d")
+    assert (pretrain.train_mixture, pretrain.dataset) == ("h36m:train=1[2d,3d]", "up3d")
+    assert runner.pretrain_config("image", steps=7).train_mixture == _STUDIO
+    lines = table3.protocol_lines(runner.cell_config(Cell("image", "2d"), steps=7, data="up3d"), 5)
+    assert "the up3d test split" in lines[0] and "pretrained on h36m alone for 5 steps" in lines[2]
+    assert "every keypoint its records label, no noise added" in lines[2]
+
+
 def test_bad_variants_and_cells_are_clear_errors():
     with pytest.raises(ValueError, match="has no dense loss"):
         _config(Cell("image", "3d", "dense_keep_0.5"))

@@ -1,4 +1,4 @@
-r"""The paper's experiments after Table 3 (Sec. 4.2-4.3), on the synthetic data.
+r"""The paper's experiments after Table 3 (Sec. 4.2-4.3), on the synthetic data (``--data=up3d``: on UP-3D).
 
     python -m dct_jax.experiments NAME --steps=8000 --pretrain_steps=1000 --output=DIR
 
@@ -32,7 +32,7 @@ from typing import Any
 
 import ml_collections
 
-from dct_jax.experiments import runner, table3
+from dct_jax.experiments import runner, table3, variants
 from dct_jax.experiments.runner import Cell
 
 Reports = Mapping[str, Mapping[str, Any]]  # point key -> evaluation report
@@ -59,10 +59,15 @@ class Experiment:
     checks: Callable[[Reports], list[str]]
     paper_values: Mapping[str, tuple[float, float, float]] | None = None  # PVE / MPJPE / PVE-T per key
 
-    def parse_cells(self, spec: str | None) -> list[Point]:
-        """``"20,10"`` -> those points; empty or None -> all."""
+    def points_on(self, data: str) -> list[Point]:
+        """The points that can run on ``data`` (real data has no exact IUV maps: ``variants.GENERATED_ONLY``)."""
+        return [p for p in self.points
+                if data == runner.DEFAULT_DATA or p.cell.variant not in variants.GENERATED_ONLY]
+
+    def parse_cells(self, spec: str | None, data: str = runner.DEFAULT_DATA) -> list[Point]:
+        """``"20,10"`` -> those points; empty or None -> all that can run on ``data``."""
         if not spec:
-            return list(self.points)
+            return self.points_on(data)
         by_key = {p.key: p for p in self.points}
         keys = [k.strip() for k in spec.split(",") if k.strip()]
         unknown = [k for k in keys if k not in by_key]
@@ -282,17 +287,18 @@ EXPERIMENTS = {e.name: e for e in (TABLE4, FIGURE4, FIGURE5, FIGURE6, REFINEMENT
 
 
 def _settings(steps: int, pretrain_steps: int, image_size: int, overrides: Mapping[str, Any] | None,
-              wild_2d: str) -> dict[str, Any]:
+              wild_2d: str, data: str) -> dict[str, Any]:
     return dict(steps=steps, pretrain_steps=pretrain_steps, image_size=image_size, overrides=overrides,
-                wild_2d=wild_2d)
+                wild_2d=wild_2d, data=data)
 
 
 def run(experiment: Experiment, output: str, *, steps: int, points: Sequence[Point] | None = None,
         overrides: Mapping[str, Any] | None = None, pretrain_steps: int = 0,
-        image_size: int = runner.DEFAULT_IMAGE_SIZE, wild_2d: str = "2d") -> dict[str, dict[str, Any]]:
+        image_size: int = runner.DEFAULT_IMAGE_SIZE, wild_2d: str = "2d", data: str = runner.DEFAULT_DATA
+        ) -> dict[str, dict[str, Any]]:
     """Trains (resuming) the experiment's cells not done yet, rewriting its report after each; the finished ones."""
-    settings = _settings(steps, pretrain_steps, image_size, overrides, wild_2d)
-    points = list(points or experiment.points)
+    settings = _settings(steps, pretrain_steps, image_size, overrides, wild_2d, data)
+    points = list(points or experiment.points_on(data))
     done = runner.run_cells(output, [p.cell for p in points], **settings,
                             after_each=lambda: write_report(experiment, output, **settings))
     return {p.key: done[p.cell] for p in points if p.cell in done}
@@ -300,7 +306,7 @@ def run(experiment: Experiment, output: str, *, steps: int, points: Sequence[Poi
 
 def write_report(experiment: Experiment, output: str, *, steps: int, pretrain_steps: int = 0,
                  image_size: int = runner.DEFAULT_IMAGE_SIZE, overrides: Mapping[str, Any] | None = None,
-                 wild_2d: str = "2d") -> dict[str, dict[str, Any]]:
+                 wild_2d: str = "2d", data: str = runner.DEFAULT_DATA) -> dict[str, dict[str, Any]]:
     """Writes NAME.md, NAME.png and NAME.json of the experiment's cells finished in ``output`` with these
     settings; returns them by key (nothing is written if there are none). Nothing is trained."""
     output = os.path.abspath(os.path.expanduser(output))
@@ -308,17 +314,18 @@ def write_report(experiment: Experiment, output: str, *, steps: int, pretrain_st
     def make_config(cell: Cell) -> ml_collections.ConfigDict:
         init_from = os.path.join(output, "pretrain", cell.inputs) if pretrain_steps else None
         return runner.cell_config(cell, steps=steps, image_size=image_size, overrides=overrides, wild_2d=wild_2d,
-                                  init_from=init_from)
+                                  init_from=init_from, data=data)
 
-    finished = runner.finished_cells(output, [p.cell for p in experiment.points], make_config)
-    reports = {p.key: finished[p.cell] for p in experiment.points if p.cell in finished}
+    points = experiment.points_on(data)
+    finished = runner.finished_cells(output, [p.cell for p in points], make_config)
+    reports = {p.key: finished[p.cell] for p in points if p.cell in finished}
     if reports:
-        config = make_config(experiment.points[0].cell)
+        config = make_config(points[0].cell)
         with open(os.path.join(output, f"{experiment.name}.md"), "w") as f:
-            f.write(markdown(experiment, reports, config, pretrain_steps))
+            f.write(markdown(experiment, reports, config, pretrain_steps, data=data))
         with open(os.path.join(output, f"{experiment.name}.json"), "w") as f:
             json.dump({k: reports[k] for k in reports}, f, indent=1)
-        plot(experiment, reports, os.path.join(output, f"{experiment.name}.png"))
+        plot(experiment, reports, os.path.join(output, f"{experiment.name}.png"), table3.data_title(config))
     return reports
 
 
@@ -326,15 +333,16 @@ def write_report(experiment: Experiment, output: str, *, steps: int, pretrain_st
 
 
 def markdown(experiment: Experiment, reports: Reports, config: ml_collections.ConfigDict,
-             pretrain_steps: int = 0) -> str:
-    """The report: protocol, what the cells change, our numbers beside the paper's, the claims checked."""
+             pretrain_steps: int = 0, data: str = runner.DEFAULT_DATA) -> str:
+    """The report: protocol, what the cells change, our numbers beside the paper's, the claims checked
+    (``data``: the protocol's data; points that cannot run on it are left out)."""
     paper_column = experiment.paper_values is not None
-    lines = [f"# {experiment.title} on the synthetic data", "", *table3.protocol_lines(config, pretrain_steps), "",
-             f"This experiment: {experiment.what}", "",
+    lines = [f"# {experiment.title} on {table3.data_title(config)}", "",
+             *table3.protocol_lines(config, pretrain_steps), "", f"This experiment: {experiment.what}", "",
              "| cell | run | PVE / MPJPE / PA-MPJPE / PVE-T (mm) |" + (" paper PVE / MPJPE / PVE-T |" if paper_column
                                                                     else ""),
              "|---|---|---|" + ("---|" if paper_column else "")]
-    for point in experiment.points:
+    for point in experiment.points_on(data):
         row = f"| {point.label} | `{point.cell.name}` | {table3._fmt(reports.get(point.key))} |"
         if paper_column:
             row += " " + " / ".join(f"{v:.1f}" for v in experiment.paper_values[point.key]) + " |"
@@ -349,7 +357,7 @@ def markdown(experiment: Experiment, reports: Reports, config: ml_collections.Co
     return "\n".join(lines) + "\n"
 
 
-def plot(experiment: Experiment, reports: Reports, path: str) -> None:
+def plot(experiment: Experiment, reports: Reports, path: str, data: str = "the synthetic data") -> None:
     """Figures: PVE against the x value (references as dashed lines); tables: one bar per cell."""
     import matplotlib  # noqa: PLC0415
 
@@ -375,7 +383,7 @@ def plot(experiment: Experiment, reports: Reports, path: str) -> None:
         ax.set_xticks(range(len(shown)), [p.label for p in shown], rotation=15, fontsize=8)
     ax.axhline(baseline, color="0.3", linestyle="--", linewidth=1, label="mean parameters")
     ax.set_ylabel("PVE (mm), lower is better")
-    ax.set_title(f"{experiment.title} (synthetic data)")
+    ax.set_title(f"{experiment.title} ({data.removeprefix('the ')})")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)

@@ -6,6 +6,9 @@ NAME is ``table3`` (:mod:`dct_jax.experiments.table3`) or one of
 :data:`dct_jax.experiments.ablations.EXPERIMENTS` (table4, figure4, figure5,
 figure6, refinement). Re-running the same command resumes; ``--report_only``
 writes the report of the cells finished with these settings without training.
+``--data=up3d`` runs the same cells on UP-3D with Human3.6M as the 3D source
+(built with ``python -m datasets build``; pass ``--set=smpl_path=...``), into
+an ``--output`` of its own.
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ from typing import Any
 NAMES = ("table3", "table4", "figure4", "figure5", "figure6", "refinement")
 
 
-def _cells(name: str, spec: str | None) -> tuple[list[Any], list[Any]]:
-    """``(points or cells to run, their runner.Cell s)`` of ``--cells`` for experiment ``name``."""
+def _cells(name: str, spec: str | None, data: str) -> tuple[list[Any], list[Any]]:
+    """``(points or cells to run, their runner.Cell s)`` of ``--cells`` for experiment ``name`` on ``data``."""
     from dct_jax.experiments import ablations, table3  # noqa: PLC0415
 
     if name == "table3":
         cells = table3.parse_cells(spec)
         return cells, cells
-    points = ablations.EXPERIMENTS[name].parse_cells(spec)
+    points = ablations.EXPERIMENTS[name].parse_cells(spec, data)
     return points, [p.cell for p in points]
 
 
@@ -43,13 +46,13 @@ def main(argv: Sequence[str], *, name: str, program: str) -> None:
         if f.data_dir:
             overrides["data_dir"] = f.data_dir
         overrides.update(workdir.parse_overrides(f.set))
-        selected, cells = _cells(name, f.cells)
+        selected, cells = _cells(name, f.cells, f.data)
         settings = dict(steps=f.steps, overrides=overrides, pretrain_steps=f.pretrain_steps,
-                        image_size=f.image_size, wild_2d=f.wild_2d)
+                        image_size=f.image_size, wild_2d=f.wild_2d, data=f.data)
         for cell in cells:  # every setting checked before anything is built or trained
             workdir.validate(runner.cell_config(cell, steps=f.steps, image_size=f.image_size, overrides=overrides,
-                                                wild_2d=f.wild_2d))
-    except ValueError as error:  # ConfigError, bad --cells or --wild_2d
+                                                wild_2d=f.wild_2d, data=f.data))
+    except ValueError as error:  # ConfigError, bad --cells, --wild_2d or --data
         cli.fail(program, str(error))
     report = os.path.join(os.path.abspath(f.output), f"{name}.md")
     try:
@@ -65,7 +68,7 @@ def main(argv: Sequence[str], *, name: str, program: str) -> None:
     if f.report_only:
         print(f"{len(found)} finished cells with these settings in {os.path.abspath(f.output)}"
               + ("" if found else " (nothing written; pass the --steps, --pretrain_steps, --image_size, "
-                 "--wild_2d and --set of the runs)"))
+                 "--wild_2d, --data and --set of the runs)"))
     elif found:
         print(f"Wrote {report} and {name}.png")
 
@@ -73,18 +76,24 @@ def main(argv: Sequence[str], *, name: str, program: str) -> None:
 def define_flags(name: str) -> None:
     from absl import flags  # noqa: PLC0415
 
+    from configs import default  # noqa: PLC0415  (the repository's configs/)
     from dct_jax.experiments import runner  # noqa: PLC0415
 
     flags.DEFINE_integer("steps", 2000, "Training steps per cell.")
-    flags.DEFINE_integer("pretrain_steps", 1000, "Steps of pretraining on studio per input type (0: none).")
+    flags.DEFINE_integer("pretrain_steps", 1000, "Steps of pretraining on the 3D source alone (studio or "
+                         "Human3.6M) per input type (0: none).")
     flags.DEFINE_integer("image_size", runner.DEFAULT_IMAGE_SIZE, "Crop side in pixels.")
     flags.DEFINE_string("wild_2d", "2d", "The in-the-wild source's 2D label: 2d (all 19 keypoints, exact) or e.g. "
                         "2d=lsp14,2d_noise=1 (LSP's 14 joints with COCO annotators' noise, as UP-3D's labels).")
+    flags.DEFINE_enum("data", runner.DEFAULT_DATA, sorted(default.PROTOCOL_SOURCES),
+                      "The protocol's data: synthetic (with studio as its Human3.6M; built if missing) or up3d "
+                      "(UP-3D with Human3.6M: build both with python -m datasets, with --iuv_dir for the dense "
+                      "cells, and pass --set=smpl_path=SMPL_NEUTRAL.pkl).")
     flags.DEFINE_string("output", None, f"Directory for {name}.md, {name}.png and the cells' workdirs.")
     flags.DEFINE_string("cells", None, "INPUT:SUPERVISION,... (table3) or the experiment's cell keys, e.g. 20,10 "
                         "(figure4), to run a subset (default: all).")
-    flags.DEFINE_string("data_dir", None, "Where the synthetic and studio datasets are (built there if missing); "
-                        "default: the quickstart's ~/tensorflow_datasets.")
+    flags.DEFINE_string("data_dir", None, "Where the datasets are (synthetic and studio are built there if "
+                        "missing); default: the quickstart's ~/tensorflow_datasets.")
     flags.DEFINE_bool("report_only", False, "Train nothing: write the report of the cells finished in --output "
                       "with these settings (e.g. after runners of different cells in parallel).")
     flags.DEFINE_multi_string("set", None, "Config overrides KEY=VALUE, e.g. --set=data.image_size=64.")

@@ -37,13 +37,17 @@ class Cell:
 
 
 DEFAULT_IMAGE_SIZE = 112
+DEFAULT_DATA = "synthetic"  # configs/default.py:PROTOCOL_SOURCES names the others (up3d)
 
 
-def _base_config(inputs: str, *, steps: int, image_size: int) -> ml_collections.ConfigDict:
-    """The quickstart's network for ``inputs`` (two-branch: ResNet-10 each) at ``image_size``."""
+def _base_config(inputs: str, *, steps: int, image_size: int, data: str) -> ml_collections.ConfigDict:
+    """The quickstart's network for ``inputs`` (two-branch: ResNet-10 each) at ``image_size``, reading ``data``."""
     from configs import quickstart  # noqa: PLC0415  (the repository's configs/)
 
     config = quickstart.get_config()
+    if data != DEFAULT_DATA:  # real data: nothing to build, and its IUV maps are DensePose's, refined (Sec. 3.2)
+        config.build_dataset_if_missing = False
+        config.data.refine_iuv = True
     config.model.inputs = inputs
     config.model.aux_depth = config.model.depth
     config.data.image_size = image_size
@@ -63,13 +67,14 @@ def _apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, 
 
 def cell_config(cell: Cell, *, steps: int, image_size: int = DEFAULT_IMAGE_SIZE,
                 overrides: Mapping[str, Any] | None = None, init_from: str | None = None,
-                wild_2d: str = "2d") -> ml_collections.ConfigDict:
+                wild_2d: str = "2d", data: str = DEFAULT_DATA) -> ml_collections.ConfigDict:
     """A cell's run: the quickstart network, the cell's input, the official protocol for its supervision
-    (``wild_2d``: the in-the-wild 2D label, e.g. ``2d=lsp14,2d_noise=1``)."""
+    on ``data`` (``synthetic`` with studio, or ``up3d`` with Human3.6M; ``wild_2d``: the in-the-wild
+    2D label, e.g. ``2d=lsp14,2d_noise=1``)."""
     from configs import default  # noqa: PLC0415
 
-    config = _base_config(cell.inputs, steps=steps, image_size=image_size)
-    default.apply_protocol(config, cell.supervision, "synthetic", wild_2d=wild_2d)
+    config = _base_config(cell.inputs, steps=steps, image_size=image_size, data=data)
+    default.apply_protocol(config, cell.supervision, data, wild_2d=wild_2d)
     variants.apply_variant(config, cell.variant)
     config.num_train_steps = steps
     config.init_from = init_from
@@ -78,17 +83,18 @@ def cell_config(cell: Cell, *, steps: int, image_size: int = DEFAULT_IMAGE_SIZE,
 
 
 def pretrain_config(inputs: str, *, steps: int, image_size: int = DEFAULT_IMAGE_SIZE,
-                    overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
-    """Pretraining of ``inputs``' network on studio alone (SMPL and 2D labels), evaluated on synthetic's test split."""
+                    overrides: Mapping[str, Any] | None = None, data: str = DEFAULT_DATA) -> ml_collections.ConfigDict:
+    """Pretraining of ``inputs``' network on ``data``'s 3D source alone (studio or Human3.6M; SMPL and 2D
+    labels), evaluated on the in-the-wild test split."""
     from configs import default  # noqa: PLC0415
 
-    config = _base_config(inputs, steps=steps, image_size=image_size)
-    default.apply_protocol(config, "2d", "synthetic")
+    config = _base_config(inputs, steps=steps, image_size=image_size, data=data)
+    default.apply_protocol(config, "2d", data)
     config.supervision = "pretrain"
     from dct_jax.data import pipeline  # noqa: PLC0415
 
-    studio = [e for e in pipeline.parse_sources(config.train_mixture, config.train_split) if e.name == "studio"]
-    config.train_mixture = ",".join(map(str, studio))  # the studio source alone
+    sources = pipeline.parse_sources(config.train_mixture, config.train_split)
+    config.train_mixture = str(sources[1])  # the 3D source alone (apply_protocol puts it second)
     config.num_train_steps = steps
     _apply_overrides(config, overrides)
     return config
@@ -174,7 +180,7 @@ def finished_cells(output: str, cells: Sequence[Cell], make_config: Callable[[Ce
 
 
 def run_cells(output: str, cells: Sequence[Cell], *, steps: int, pretrain_steps: int, image_size: int,
-              overrides: Mapping[str, Any] | None = None, wild_2d: str = "2d",
+              overrides: Mapping[str, Any] | None = None, wild_2d: str = "2d", data: str = DEFAULT_DATA,
               after_each: Callable[[], Any] | None = None) -> dict[Cell, dict[str, Any]]:
     """Pretrains each input type of ``cells`` (if ``pretrain_steps``), trains and evaluates each cell not done
     yet (calling ``after_each()`` after each), stopping at a preemption; the finished cells' reports."""
@@ -192,14 +198,15 @@ def run_cells(output: str, cells: Sequence[Cell], *, steps: int, pretrain_steps:
             if pretrain_steps:
                 workdir = os.path.join(output, "pretrain", cell.inputs)
                 config = pretrain_config(cell.inputs, steps=pretrain_steps, image_size=image_size,
-                                         overrides=overrides)
-                report = train_or_read(f"pretraining {cell.inputs} on studio", workdir, config)
+                                         overrides=overrides, data=data)
+                report = train_or_read(f"pretraining {cell.inputs} on {config.train_mixture.split(':')[0]}",
+                                       workdir, config)
                 if report.get("preempted"):
                     break
                 pretrained[cell.inputs] = workdir
         workdir = os.path.join(output, "cells", cell.name)
         config = cell_config(cell, steps=steps, image_size=image_size, overrides=overrides,
-                             init_from=pretrained[cell.inputs], wild_2d=wild_2d)
+                             init_from=pretrained[cell.inputs], wild_2d=wild_2d, data=data)
         report = train_or_read(f"[{index}/{len(cells)}] {cell.name}", workdir, config)
         if report.get("preempted"):
             break

@@ -1,4 +1,4 @@
-r"""The paper's Table 3 (5 inputs x 5 supervisions) reproduced on the synthetic data.
+r"""The paper's Table 3 (5 inputs x 5 supervisions) reproduced on the synthetic data (``--data=up3d``: on UP-3D).
 
     python -m dct_jax.experiments.table3 --steps=2000 --output=/tmp/table3
 
@@ -38,7 +38,7 @@ import ml_collections
 
 from dct_jax.experiments import runner
 from dct_jax.experiments.runner import (  # noqa: F401  (this module's interface since before runner.py)
-    DEFAULT_IMAGE_SIZE, Cell, cell_config, pretrain_config, read_any_result, read_result)
+    DEFAULT_DATA, DEFAULT_IMAGE_SIZE, Cell, cell_config, pretrain_config, read_any_result, read_result)
 
 # The paper's row and column order (Table 3).
 INPUT_ORDER = ("iuv", "seg", "image", "image_iuv", "image_seg")
@@ -84,17 +84,19 @@ def parse_cells(spec: str | None) -> list[Cell]:
 
 def run(output: str, *, steps: int, cells: Sequence[Cell] | None = None,
         overrides: Mapping[str, Any] | None = None, pretrain_steps: int = 0,
-        image_size: int = DEFAULT_IMAGE_SIZE, wild_2d: str = "2d") -> dict[Cell, dict[str, Any]]:
+        image_size: int = DEFAULT_IMAGE_SIZE, wild_2d: str = "2d", data: str = DEFAULT_DATA
+        ) -> dict[Cell, dict[str, Any]]:
     """Pretrains each input type (if ``pretrain_steps``), trains and evaluates each cell not done yet,
     rewriting table3.md and table3.png after each."""
     settings = dict(steps=steps, overrides=overrides, pretrain_steps=pretrain_steps, image_size=image_size,
-                    wild_2d=wild_2d)
+                    wild_2d=wild_2d, data=data)
     return runner.run_cells(output, list(cells or all_cells()), **settings,
                             after_each=lambda: write_report(output, **settings))
 
 
 def write_report(output: str, *, steps: int, overrides: Mapping[str, Any] | None = None, pretrain_steps: int = 0,
-                 image_size: int = DEFAULT_IMAGE_SIZE, wild_2d: str = "2d") -> dict[Cell, dict[str, Any]]:
+                 image_size: int = DEFAULT_IMAGE_SIZE, wild_2d: str = "2d", data: str = DEFAULT_DATA
+                 ) -> dict[Cell, dict[str, Any]]:
     """Writes table3.md, table3.png and results.json of every cell finished in ``output`` with these
     settings (those :func:`run` takes); returns them (nothing is written if there are none). Nothing is trained."""
     output = os.path.abspath(os.path.expanduser(output))
@@ -102,7 +104,7 @@ def write_report(output: str, *, steps: int, overrides: Mapping[str, Any] | None
     def make_config(cell: Cell) -> ml_collections.ConfigDict:
         init_from = os.path.join(output, "pretrain", cell.inputs) if pretrain_steps else None
         return cell_config(cell, steps=steps, image_size=image_size, overrides=overrides, wild_2d=wild_2d,
-                           init_from=init_from)
+                           init_from=init_from, data=data)
 
     results = runner.finished_cells(output, all_cells(), make_config)
     if results:  # never overwrite a table with an empty one (e.g. other settings asked for)
@@ -207,10 +209,24 @@ def ranking_checks(results: Mapping[Cell, Mapping[str, Any]]) -> list[str]:
 
 def _keypoint_label(source: Any) -> str:
     """What a mixture source's 2D labels are, in words."""
-    subset = "all 19 cocoplus keypoints" if source.keypoint_subset == "all" else f"the {source.keypoint_subset} subset"
+    generated = source.name in ("synthetic", "studio")  # rendered: their keypoints are exact
+    if source.keypoint_subset != "all":
+        subset = f"the {source.keypoint_subset} subset"
+    else:
+        subset = "all 19 cocoplus keypoints" if generated else "every keypoint its records label"
     noise = (f"with annotator-like noise of {source.keypoint_noise:g}x COCO's per-keypoint spread"
-             if source.keypoint_noise else "exact")
+             if source.keypoint_noise else "exact" if generated else "no noise added")
     return f"{subset}, {noise}"
+
+
+# How reports name the protocol's datasets (configs/default.py:PROTOCOL_SOURCES).
+_DATA_TITLES = {"synthetic": "the synthetic data", "up3d": "UP-3D"}
+_LAB_WORDS = {"studio": "the Human3.6M stand-in", "h36m": "Human3.6M"}
+
+
+def data_title(config: ml_collections.ConfigDict) -> str:
+    """The data a cell's config trains and evaluates on, for titles: "the synthetic data", "UP-3D"."""
+    return _DATA_TITLES.get(config.dataset, config.dataset)
 
 
 def protocol_lines(config: ml_collections.ConfigDict, pretrain_steps: int) -> list[str]:
@@ -219,24 +235,25 @@ def protocol_lines(config: ml_collections.ConfigDict, pretrain_steps: int) -> li
 
     m, loss = config.model, config.loss
     sources = pipeline.parse_sources(config.train_mixture, config.train_split)
+    wild, lab = sources[0].name, sources[1].name
     return [
         f"Every cell: ResNet-{m.depth} of width {m.width} (one per branch), {config.data.image_size}x"
         f"{config.data.image_size} crops, batch {config.batch_size}, {config.num_train_steps} steps of Adam "
         f"(learning rate {config.learning_rate:g} cosine-decayed to {config.end_learning_rate:g}), evaluated on "
-        "the synthetic test split with the official protocol (global rotation zeroed). "
+        f"the {config.dataset} {config.eval_split} split with the official protocol (global rotation zeroed). "
         "Cells: PVE / MPJPE / PA-MPJPE / PVE-T (shape in zero pose) in mm, lower is better.",
         "",
         "Protocol (the official code's; `configs/default.py:apply_protocol`): the sources "
         + " and ".join(f"`{e.name}:{e.split}`" for e in sources) + " are drawn "
-        + ":".join(f"{e.weight:g}" for e in sources) + " into every batch. The in-the-wild source (synthetic) "
+        + ":".join(f"{e.weight:g}" for e in sources) + f" into every batch. The in-the-wild source ({wild}) "
         f"supervises with 2D keypoints in every cell ({_keypoint_label(sources[0])}), with dense keypoints "
         "where the cell has Dense, and with "
-        "its SMPL labels on all (3D), a fixed 20% by record id (20% 3D) or none of its records; the studio "
-        "source (the Human3.6M stand-in) always with its SMPL and 2D labels, never dense. Loss weights: "
-        f"keypoint {loss.keypoint:g} and SMPL {loss.smpl:g} in every cell, dense 1 with in-the-wild 3D and 10 "
-        "without, no 3D-joint loss; each example's keypoint and dense weights normalized as the official "
+        f"its SMPL labels on all (3D), a fixed 20% by record id (20% 3D) or none of its records; the {lab} "
+        f"source ({_LAB_WORDS.get(lab, 'the 3D source')}) always with its SMPL and 2D labels, never dense. "
+        f"Loss weights: keypoint {loss.keypoint:g} and SMPL {loss.smpl:g} in every cell, dense 1 with in-the-wild "
+        "3D and 10 without, no 3D-joint loss; each example's keypoint and dense weights normalized as the official "
         f"loader's ({'on' if config.data.get('normalize_point_weights', True) else 'off'}). "
-        + (f"Each input's network is first pretrained on studio alone for {pretrain_steps} steps (SMPL and 2D "
+        + (f"Each input's network is first pretrained on {lab} alone for {pretrain_steps} steps (SMPL and 2D "
            "labels), and every cell of that input starts from it." if pretrain_steps else "No pretraining."),
     ]
 
@@ -248,7 +265,7 @@ def table_markdown(results: Mapping[Cell, Mapping[str, Any]], config: ml_collect
     any_report = next(iter(results.values()), None)
     header = ["| Input \\ Supervision | " + " | ".join(SUPERVISION_LABELS[s] for s in SUPERVISION_ORDER) + " |",
               "|---|" + "---|" * len(SUPERVISION_ORDER)]
-    lines = ["# Table 3 on the synthetic data", "", *protocol_lines(config, pretrain_steps), "", *header]
+    lines = [f"# Table 3 on {data_title(config)}", "", *protocol_lines(config, pretrain_steps), "", *header]
     for inputs in INPUT_ORDER:
         lines.append(f"| {INPUT_LABELS[inputs]} | "
                      + " | ".join(_fmt(by_key.get((inputs, s))) for s in SUPERVISION_ORDER) + " |")
@@ -265,7 +282,7 @@ def table_markdown(results: Mapping[Cell, Mapping[str, Any]], config: ml_collect
     return "\n".join(lines) + "\n"
 
 
-def plot(results: Mapping[Cell, Mapping[str, Any]], path: str) -> None:
+def plot(results: Mapping[Cell, Mapping[str, Any]], path: str, data: str = "the synthetic data") -> None:
     """A grouped bar chart of PVE: one group per input, one bar per supervision."""
     import matplotlib  # noqa: PLC0415
 
@@ -285,7 +302,7 @@ def plot(results: Mapping[Cell, Mapping[str, Any]], path: str) -> None:
     ax.axhline(baseline, color="0.3", linestyle="--", linewidth=1, label="mean parameters")
     ax.set_xticks(range(len(inputs)), [INPUT_LABELS[i] for i in inputs])
     ax.set_ylabel("PVE (mm), lower is better")
-    ax.set_title("Table 3 on synthetic data: PVE per input and supervision")
+    ax.set_title(f"Table 3 on {data}: PVE per input and supervision")
     ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.09), frameon=False)
     fig.tight_layout()
     fig.savefig(path)
@@ -300,7 +317,7 @@ def write_outputs(output: str, results: Mapping[Cell, Mapping[str, Any]], config
     with open(os.path.join(output, "results.json"), "w") as f:
         json.dump({c.name: results[c] for c in ordered}, f, indent=1)
     if results:
-        plot(results, os.path.join(output, "table3.png"))
+        plot(results, os.path.join(output, "table3.png"), data_title(config))
 
 
 # ----------------------------------------------------------------------------- CLI
