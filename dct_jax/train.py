@@ -174,20 +174,22 @@ def load_train_sources(config: ml_collections.ConfigDict) -> tuple[list[Any], li
     return sources, [e.weight for e in entries]
 
 
-def generated_datasets(config: ml_collections.ConfigDict) -> list[str]:
-    """The generated datasets (builders taking ``split_sizes``: synthetic, studio) a config reads."""
+def is_generated_dataset(name: str) -> bool:
+    """Whether ``name`` is a generated dataset (a builder taking ``split_sizes``: synthetic, studio), whose
+    records are rendered (exact keypoints and IUV maps), rather than a real one or a built directory."""
     import inspect  # noqa: PLC0415
 
     import datasets as datasets_lib  # noqa: PLC0415
 
+    if os.path.isdir(name) or name not in datasets_lib.builder_names():
+        return False
+    return "split_sizes" in inspect.signature(datasets_lib.builder_class(name).__init__).parameters
+
+
+def generated_datasets(config: ml_collections.ConfigDict) -> list[str]:
+    """The generated datasets (:func:`is_generated_dataset`: synthetic, studio) a config reads."""
     names = [config.dataset] + [e.name for e in mixture_sources(config)]
-    found = []
-    for name in dict.fromkeys(names):
-        if os.path.isdir(name) or name not in datasets_lib.builder_names():
-            continue
-        if "split_sizes" in inspect.signature(datasets_lib.builder_class(name).__init__).parameters:
-            found.append(name)
-    return found
+    return [name for name in dict.fromkeys(names) if is_generated_dataset(name)]
 
 
 def prepare_dataset(config: ml_collections.ConfigDict) -> None:

@@ -209,7 +209,9 @@ def ranking_checks(results: Mapping[Cell, Mapping[str, Any]]) -> list[str]:
 
 def _keypoint_label(source: Any) -> str:
     """What a mixture source's 2D labels are, in words."""
-    generated = source.name in ("synthetic", "studio")  # rendered: their keypoints are exact
+    from dct_jax import train  # noqa: PLC0415
+
+    generated = train.is_generated_dataset(source.name)  # rendered: its keypoints are exact
     if source.keypoint_subset != "all":
         subset = f"the {source.keypoint_subset} subset"
     else:
