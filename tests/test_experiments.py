@@ -272,3 +272,40 @@ def test_a_cell_recorded_before_the_record_cache_existed_is_the_same_run(tmp_pat
     with open(os.path.join(tmp_path, workdir.CONFIG_FILE), "w") as f:
         json.dump(recorded, f)
     assert runner.differing_settings(str(tmp_path), config) == ["init_from"]
+
+
+def test_cells_imported_from_an_earlier_record_count_as_finished_and_are_named(tmp_path):
+    # Cells trained elsewhere (their report's NAME.json) join a report without their checkpoints;
+    # a record of other settings, or of cells the experiment does not have, is refused.
+    from dct_jax.experiments import command  # noqa: PLC0415
+
+    settings = dict(steps=8, pretrain_steps=0)
+    output = str(tmp_path / "out")
+    report = {"checkpoint_step": 8, "split": "test", "dataset": "synthetic", "num_examples": 5,
+              "metrics": {m: 100.0 + i for i, m in enumerate(table3.METRICS)},
+              "baseline_mean_params": {m: 200.0 for m in table3.METRICS}}
+    record = tmp_path / "figure4.json"
+    record.write_text(json.dumps({"20": report, "1": {**report, "metrics": {m: 90.0 for m in table3.METRICS}}}))
+    own = os.path.join(output, "cells", Cell("image", "3d", "3d_0.01").name)
+    os.makedirs(own)  # a run of the output's own: never overwritten
+
+    def make_config(cell):
+        return runner.finished_config(cell, output, **settings)
+
+    imported = runner.import_results(output, command.recorded_cells(str(record)), str(record), make_config)
+    assert imported == [Cell("image", "3d", "3d_0.2")] and os.listdir(own) == []
+    found = ablations.write_report(ablations.FIGURE4, output, **settings)
+    assert found.keys() == {"20"} and found["20"][runner.IMPORTED_FROM] == str(record)
+    text = (tmp_path / "out" / "figure4.md").read_text()
+    assert "| 20% 3D | `image-3d-3d_0.2` | 100.0 / 101.0 / 102.0 / 103.0 |" in text
+    assert "only their evaluation reports are here): `image-3d-3d_0.2`." in text
+    assert ablations.write_report(ablations.FIGURE4, output, steps=9) == {}  # other settings: not finished
+
+    with pytest.raises(ValueError, match="its checkpoint_step is 8, not 9"):
+        runner.import_results(output, command.recorded_cells(str(record)), str(record),
+                              lambda cell: runner.finished_config(cell, output, steps=9))
+    record.write_text(json.dumps({"33": report}))
+    with pytest.raises(ValueError, match=r"has cells \['33'\] that figure4 does not have"):
+        command.recorded_cells(str(record))
+    with pytest.raises(ValueError, match="cannot tell which experiment"):
+        command.recorded_cells(str(tmp_path / "mine.json"))

@@ -312,9 +312,8 @@ def write_report(experiment: Experiment, output: str, *, steps: int, pretrain_st
     output = os.path.abspath(os.path.expanduser(output))
 
     def make_config(cell: Cell) -> ml_collections.ConfigDict:
-        init_from = os.path.join(output, "pretrain", cell.inputs) if pretrain_steps else None
-        return runner.cell_config(cell, steps=steps, image_size=image_size, overrides=overrides, wild_2d=wild_2d,
-                                  init_from=init_from, data=data)
+        return runner.finished_config(cell, output, steps=steps, pretrain_steps=pretrain_steps,
+                                      image_size=image_size, overrides=overrides, wild_2d=wild_2d, data=data)
 
     points = experiment.points_on(data)
     finished = runner.finished_cells(output, [p.cell for p in points], make_config)
@@ -350,6 +349,8 @@ def markdown(experiment: Experiment, reports: Reports, config: ml_collections.Co
     any_report = next(iter(reports.values()))
     lines += ["", f"Mean-parameter baseline (always predicts the mean): {table3._fmt(any_report, 'baseline_mean_params')}"
               f" mm on {any_report['num_examples']} test examples. A dash: not run (yet)."]
+    lines += runner.imported_line([p.cell.name for p in experiment.points_on(data)
+                                   if runner.IMPORTED_FROM in reports.get(p.key, {})])
     checks = experiment.checks(reports)
     lines += ["", "## The paper's claims, checked", ""]
     lines += checks or ["None yet: each claim compares cells of which some have not finished (the dashes above)."]

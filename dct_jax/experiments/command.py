@@ -6,9 +6,11 @@ NAME is ``table3`` (:mod:`dct_jax.experiments.table3`) or one of
 :data:`dct_jax.experiments.ablations.EXPERIMENTS` (table4, figure4, figure5,
 figure6, refinement). Re-running the same command resumes; ``--report_only``
 writes the report of the cells finished with these settings without training.
-``--data=up3d`` runs the same cells on UP-3D with Human3.6M as the 3D source
-(built with ``python -m datasets build``; pass ``--set=smpl_path=...``), into
-an ``--output`` of its own.
+``--import_results=NAME.json`` counts the cells of an earlier report's record
+(trained elsewhere with the same settings) as finished. ``--data=up3d`` runs the
+same cells on UP-3D with Human3.6M as the 3D source (built with
+``python -m datasets build``; pass ``--set=smpl_path=...``), into an ``--output``
+of its own.
 """
 
 from __future__ import annotations
@@ -32,6 +34,35 @@ def _cells(name: str, spec: str | None, data: str) -> tuple[list[Any], list[Any]
     return points, [p.cell for p in points]
 
 
+def recorded_cells(path: str) -> dict[Any, dict[str, Any]]:
+    """An earlier report's record by cell: ``NAME.json`` of an experiment (by its ``--cells`` keys) or
+    table3's ``results.json`` (by cell names); a ValueError naming the file if it is neither."""
+    import json  # noqa: PLC0415
+
+    from dct_jax.experiments import ablations, table3  # noqa: PLC0415
+
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if stem in ("results", "table3"):
+        cells = {c.name: c for c in table3.all_cells()}
+    elif stem in ablations.EXPERIMENTS:
+        cells = {p.key: p.cell for p in ablations.EXPERIMENTS[stem].points}
+    else:
+        raise ValueError(f"--import_results: cannot tell which experiment {path} records; give an experiment's "
+                         f"NAME.json ({', '.join(ablations.EXPERIMENTS)}) or table3's results.json")
+    try:
+        with open(path) as f:
+            recorded = json.load(f)
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"--import_results: cannot read {path}: {error}") from error
+    if not isinstance(recorded, dict):
+        raise ValueError(f"--import_results: {path} holds no cell reports (a JSON object by cell)")
+    unknown = [k for k in recorded if k not in cells]
+    if unknown:
+        raise ValueError(f"--import_results: {path} has cells {unknown} that {stem} does not have "
+                         f"(its keys: {list(cells)})")
+    return {cells[k]: report for k, report in recorded.items()}
+
+
 def main(argv: Sequence[str], *, name: str, program: str) -> None:
     from absl import flags  # noqa: PLC0415
 
@@ -52,7 +83,14 @@ def main(argv: Sequence[str], *, name: str, program: str) -> None:
         for cell in cells:  # every setting checked before anything is built or trained
             workdir.validate(runner.cell_config(cell, steps=f.steps, image_size=f.image_size, overrides=overrides,
                                                 wild_2d=f.wild_2d, data=f.data))
-    except ValueError as error:  # ConfigError, bad --cells, --wild_2d or --data
+        for path in f.import_results or ():
+            output = os.path.abspath(f.output)
+            imported = runner.import_results(output, recorded_cells(path), path, lambda cell: runner.finished_config(
+                cell, output, steps=f.steps, pretrain_steps=f.pretrain_steps, image_size=f.image_size,
+                overrides=overrides, wild_2d=f.wild_2d, data=f.data))
+            print(f"Imported {len(imported)} finished cells from {path}"
+                  + (f": {', '.join(c.name for c in imported)}" if imported else " (the others have folders here)"))
+    except ValueError as error:  # ConfigError, bad --cells, --wild_2d, --data or --import_results
         cli.fail(program, str(error))
     report = os.path.join(os.path.abspath(f.output), f"{name}.md")
     try:
@@ -96,6 +134,10 @@ def define_flags(name: str) -> None:
                         "missing); default: the quickstart's ~/tensorflow_datasets.")
     flags.DEFINE_bool("report_only", False, "Train nothing: write the report of the cells finished in --output "
                       "with these settings (e.g. after runners of different cells in parallel).")
+    flags.DEFINE_multi_string("import_results", None, "An earlier report's record (an experiment's NAME.json or "
+                              "table3's results.json) whose cells, trained elsewhere with these settings, count as "
+                              "finished here unless --output has them (evaluation reports only; the reports say "
+                              "which cells are imported). Repeatable.")
     flags.DEFINE_multi_string("set", None, "Config overrides KEY=VALUE, e.g. --set=data.image_size=64.")
     flags.mark_flag_as_required("output")
 

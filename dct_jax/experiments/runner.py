@@ -100,6 +100,15 @@ def pretrain_config(inputs: str, *, steps: int, image_size: int = DEFAULT_IMAGE_
     return config
 
 
+def finished_config(cell: Cell, output: str, *, steps: int, pretrain_steps: int = 0,
+                    image_size: int = DEFAULT_IMAGE_SIZE, overrides: Mapping[str, Any] | None = None,
+                    wild_2d: str = "2d", data: str = DEFAULT_DATA) -> ml_collections.ConfigDict:
+    """The config of ``cell`` run into ``output`` with these settings (those :func:`run_cells` takes)."""
+    init_from = os.path.join(output, "pretrain", cell.inputs) if pretrain_steps else None
+    return cell_config(cell, steps=steps, image_size=image_size, overrides=overrides, wild_2d=wild_2d,
+                       init_from=init_from, data=data)
+
+
 def read_any_result(workdir: str, split: str = "test") -> dict[str, Any] | None:
     """A run's ``eval_<split>.json``, whatever step it evaluated, else None."""
     path = os.path.join(workdir, f"eval_{split}.json")
@@ -177,6 +186,55 @@ def finished_cells(output: str, cells: Sequence[Cell], make_config: Callable[[Ce
         if report is not None and not differing_settings(workdir, config):
             results[cell] = report
     return results
+
+
+IMPORTED_FROM = "imported_from"  # an imported cell's eval_<split>.json: the record it came from
+
+
+def import_results(output: str, recorded: Mapping[Cell, Mapping[str, Any]], source: str,
+                   make_config: Callable[[Cell], ml_collections.ConfigDict]) -> list[Cell]:
+    """Records cells finished elsewhere as finished in ``output/cells``; the cells imported.
+
+    ``recorded`` maps cells to their evaluation reports as an earlier report's JSON
+    holds them (``source``: its path). Each cell without a folder of its own in
+    ``output`` gets one holding ``config.json`` (``make_config(cell)``: the settings
+    it is imported under) and ``eval_<split>.json`` marked ``imported_from: source``,
+    and no checkpoint: reports then count it as finished, and training it again is
+    "done already". A cell with a folder (a run of its own) is left alone.
+
+    Raises:
+      ValueError: a report trained for other steps, or evaluated on another split or
+        dataset, than ``make_config`` gives (nothing is imported then).
+    """
+    from dct_jax import workdir as workdir_lib  # noqa: PLC0415
+
+    output = os.path.abspath(os.path.expanduser(output))
+    todo = []
+    for cell, report in recorded.items():
+        config = make_config(cell)
+        expected = {"checkpoint_step": int(config.num_train_steps), "split": config.eval_split,
+                    "dataset": config.dataset}
+        wrong = {k: (report.get(k), v) for k, v in expected.items() if report.get(k) != v}
+        if wrong:
+            raise ValueError(f"{source}: cell {cell.name} cannot be imported under these settings: "
+                             + ", ".join(f"its {k} is {got!r}, not {want!r}" for k, (got, want) in wrong.items()))
+        workdir = os.path.join(output, "cells", cell.name)
+        if not os.path.exists(workdir):
+            todo.append((cell, config, workdir, report))
+    for cell, config, workdir, report in todo:
+        os.makedirs(workdir)
+        workdir_lib.write_config(config, workdir)
+        with open(os.path.join(workdir, f"eval_{config.eval_split}.json"), "w") as f:
+            json.dump({**report, IMPORTED_FROM: report.get(IMPORTED_FROM, source)}, f, indent=1)
+    return [cell for cell, *_ in todo]
+
+
+def imported_line(names: Sequence[str]) -> list[str]:
+    """The reports' note on imported cells (``names``), or nothing."""
+    if not names:
+        return []
+    return ["", "Imported from an earlier report's record (`--import_results`; trained elsewhere, only their "
+            "evaluation reports are here): " + ", ".join(f"`{n}`" for n in names) + "."]
 
 
 def run_cells(output: str, cells: Sequence[Cell], *, steps: int, pretrain_steps: int, image_size: int,

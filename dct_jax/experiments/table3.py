@@ -102,9 +102,8 @@ def write_report(output: str, *, steps: int, overrides: Mapping[str, Any] | None
     output = os.path.abspath(os.path.expanduser(output))
 
     def make_config(cell: Cell) -> ml_collections.ConfigDict:
-        init_from = os.path.join(output, "pretrain", cell.inputs) if pretrain_steps else None
-        return cell_config(cell, steps=steps, image_size=image_size, overrides=overrides, wild_2d=wild_2d,
-                           init_from=init_from, data=data)
+        return runner.finished_config(cell, output, steps=steps, pretrain_steps=pretrain_steps,
+                                      image_size=image_size, overrides=overrides, wild_2d=wild_2d, data=data)
 
     results = runner.finished_cells(output, all_cells(), make_config)
     if results:  # never overwrite a table with an empty one (e.g. other settings asked for)
@@ -274,6 +273,8 @@ def table_markdown(results: Mapping[Cell, Mapping[str, Any]], config: ml_collect
     if any_report is not None:
         lines += ["", f"Mean-parameter baseline (always predicts the mean): {_fmt(any_report, 'baseline_mean_params')}"
                   f" mm on {any_report['num_examples']} test examples."]
+    ordered = [c for c in all_cells() if c in results]
+    lines += runner.imported_line([c.name for c in ordered if runner.IMPORTED_FROM in results[c]])
     checks = ranking_checks(results)
     if checks:
         lines += ["", "## The paper's claims (Sec. 4.1), checked", "", *checks]
