@@ -349,7 +349,7 @@ def markdown(experiment: Experiment, reports: Reports, config: ml_collections.Co
     any_report = next(iter(reports.values()))
     lines += ["", f"Mean-parameter baseline (always predicts the mean): {table3._fmt(any_report, 'baseline_mean_params')}"
               f" mm on {any_report['num_examples']} test examples. A dash: not run (yet)."]
-    lines += runner.imported_line([p.cell.name for p in experiment.points_on(data)
+    lines += runner.imported_lines([p.cell.name for p in experiment.points_on(data)
                                    if runner.IMPORTED_FROM in reports.get(p.key, {})])
     checks = experiment.checks(reports)
     lines += ["", "## The paper's claims, checked", ""]

@@ -89,7 +89,7 @@ def main(argv: Sequence[str], *, name: str, program: str) -> None:
                 cell, output, steps=f.steps, pretrain_steps=f.pretrain_steps, image_size=f.image_size,
                 overrides=overrides, wild_2d=f.wild_2d, data=f.data))
             print(f"Imported {len(imported)} finished cells from {path}"
-                  + (f": {', '.join(c.name for c in imported)}" if imported else " (the others have folders here)"))
+                  + (f": {', '.join(c.name for c in imported)}" if imported else " (each has a folder here already)"))
     except ValueError as error:  # ConfigError, bad --cells, --wild_2d, --data or --import_results
         cli.fail(program, str(error))
     report = os.path.join(os.path.abspath(f.output), f"{name}.md")

@@ -229,7 +229,7 @@ def import_results(output: str, recorded: Mapping[Cell, Mapping[str, Any]], sour
     return [cell for cell, *_ in todo]
 
 
-def imported_line(names: Sequence[str]) -> list[str]:
+def imported_lines(names: Sequence[str]) -> list[str]:
     """The reports' note on imported cells (``names``), or nothing."""
     if not names:
         return []
