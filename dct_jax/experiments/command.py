@@ -83,11 +83,10 @@ def main(argv: Sequence[str], *, name: str, program: str) -> None:
         for cell in cells:  # every setting checked before anything is built or trained
             workdir.validate(runner.cell_config(cell, steps=f.steps, image_size=f.image_size, overrides=overrides,
                                                 wild_2d=f.wild_2d, data=f.data))
+        output = os.path.abspath(os.path.expanduser(f.output))  # as the report writers resolve it
         for path in f.import_results or ():
-            output = os.path.abspath(f.output)
-            imported = runner.import_results(output, recorded_cells(path), path, lambda cell: runner.finished_config(
-                cell, output, steps=f.steps, pretrain_steps=f.pretrain_steps, image_size=f.image_size,
-                overrides=overrides, wild_2d=f.wild_2d, data=f.data))
+            imported = runner.import_results(output, recorded_cells(path), path,
+                                             lambda cell: runner.finished_config(cell, output, **settings))
             print(f"Imported {len(imported)} finished cells from {path}"
                   + (f": {', '.join(c.name for c in imported)}" if imported else " (each has a folder here already)"))
     except ValueError as error:  # ConfigError, bad --cells, --wild_2d, --data or --import_results

@@ -273,8 +273,7 @@ def table_markdown(results: Mapping[Cell, Mapping[str, Any]], config: ml_collect
     if any_report is not None:
         lines += ["", f"Mean-parameter baseline (always predicts the mean): {_fmt(any_report, 'baseline_mean_params')}"
                   f" mm on {any_report['num_examples']} test examples."]
-    ordered = [c for c in all_cells() if c in results]
-    lines += runner.imported_lines([c.name for c in ordered if runner.IMPORTED_FROM in results[c]])
+    lines += runner.imported_lines([c.name for c in all_cells() if runner.IMPORTED_FROM in results.get(c, {})])
     checks = ranking_checks(results)
     if checks:
         lines += ["", "## The paper's claims (Sec. 4.1), checked", "", *checks]
